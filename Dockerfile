@@ -1,0 +1,26 @@
+# syntax=docker/dockerfile:1
+
+# Build a static binary.
+FROM golang:1.26 AS build
+WORKDIR /src
+COPY go.mod go.sum ./
+RUN go mod download
+COPY . .
+ARG VERSION=dev
+RUN CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X main.version=${VERSION}" -o /pds ./cmd/pds
+
+# Prepare an empty data directory owned by the nonroot user (uid 65532).
+FROM busybox:stable AS datadir
+RUN mkdir -p /data && chown 65532:65532 /data
+
+# Run it: no shell, no package manager, not root.
+FROM gcr.io/distroless/static-debian12:nonroot
+COPY --from=build /pds /pds
+COPY --from=datadir --chown=65532:65532 /data /data
+ENV PDS_DATA_DIRECTORY=/data \
+    PDS_PORT=2583
+VOLUME /data
+EXPOSE 2583
+USER nonroot:nonroot
+ENTRYPOINT ["/pds"]
+CMD ["serve"]
