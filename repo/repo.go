@@ -25,6 +25,10 @@ import (
 // firehose (at most 200 ops per #commit) require.
 const MaxWrites = 200
 
+// MaxCommitBytes bounds the CAR of one commit, as the firehose does (a relay
+// drops larger #commit events): larger batches are refused.
+const MaxCommitBytes = 2_000_000
+
 // Action is the kind of a write or of a firehose op.
 type Action string
 
@@ -60,6 +64,8 @@ type Op struct {
 	CID *cid.Cid
 	// Prev is the previous record CID (nil for a create).
 	Prev *cid.Cid
+	// Blobs are the blob CIDs the new record references (create, update).
+	Blobs []cid.Cid
 }
 
 // Path is the repository path "collection/rkey".
@@ -317,6 +323,7 @@ func (r *Repo) build(tx *bolt.Tx, h *head, preps []prepared) (*Commit, error) {
 		if w.Action != ActionDelete {
 			c := p.rec.cid
 			op.CID = &c
+			op.Blobs = p.rec.blobs
 		}
 		out.Ops = append(out.Ops, op)
 	}
@@ -412,6 +419,9 @@ func (r *Repo) build(tx *bolt.Tx, h *head, preps []prepared) (*Commit, error) {
 	}
 	out.Blobs = uniqueCIDs(out.Blobs)
 	out.CAR = car.bytes()
+	if len(out.CAR) > MaxCommitBytes {
+		return nil, fmt.Errorf("%w: the commit would carry %d bytes of blocks, over %d", ErrInvalidWrite, len(out.CAR), MaxCommitBytes)
+	}
 	return out, nil
 }
 
