@@ -3,6 +3,7 @@ package repo
 import (
 	"bytes"
 	"fmt"
+	"slices"
 
 	"github.com/bluesky-social/indigo/atproto/syntax"
 	"github.com/ipfs/go-cid"
@@ -129,5 +130,8 @@ func (r *Repo) Collections() ([]syntax.NSID, error) {
 		}
 		return nil
 	})
+	// Index order puts "a.b.c.d/…" before "a.b.c/…" ('.' < '/'); answer in
+	// NSID order.
+	slices.Sort(out)
 	return out, err
 }

@@ -1,6 +1,7 @@
 package repo
 
 import (
+	"bytes"
 	"fmt"
 
 	"github.com/bluesky-social/indigo/atproto/atdata"
@@ -18,6 +19,10 @@ var cidBuilder = cid.NewPrefixV1(cid.DagCBOR, multihash.SHA2_256)
 // ParseRecordJSON parses a record from JSON, checking the atproto data model
 // ($link, $bytes, blobs, no floats, size). Errors wrap ErrInvalidRecord.
 func ParseRecordJSON(b []byte) (map[string]any, error) {
+	// atdata parses JSON null as an empty object.
+	if t := bytes.TrimLeft(b, " \t\r\n"); len(t) == 0 || t[0] != '{' {
+		return nil, fmt.Errorf("%w: not a JSON object", ErrInvalidRecord)
+	}
 	m, err := atdata.UnmarshalJSON(b)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrInvalidRecord, err)
@@ -64,6 +69,14 @@ func encodeRecord(rec map[string]any) (e encodedRecord, err error) {
 	parsed, err := atdata.UnmarshalCBOR(data)
 	if err != nil {
 		return e, fmt.Errorf("%w: %v", ErrInvalidRecord, err)
+	}
+	// A Go float64 with an integer value was encoded as a CBOR float, which
+	// the data model forbids, and parsed as an integer: store the parsed
+	// value's encoding, as JSON 2.0 is stored as 2.
+	if canon, err := atdata.MarshalCBOR(parsed); err != nil {
+		return e, fmt.Errorf("%w: %v", ErrInvalidRecord, err)
+	} else if !bytes.Equal(canon, data) {
+		data = canon
 	}
 	c, err := cidBuilder.Sum(data)
 	if err != nil {

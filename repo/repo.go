@@ -369,6 +369,15 @@ func (r *Repo) build(tx *bolt.Tx, h *head, preps []prepared) (*Commit, error) {
 		}
 		car.add(b.CID, b.Data)
 	}
+	if _, ok := car.seen[diff.Root]; !ok {
+		// An unchanged tree (only no-op updates) yields no node blocks, but
+		// a consumer must still be able to load the MST root from the CAR.
+		data, err := src.GetBlock(diff.Root)
+		if err != nil {
+			return nil, fmt.Errorf("%w: MST root: %v", ErrCorrupt, err)
+		}
+		car.add(diff.Root, data)
+	}
 	records := tx.Bucket(bucketRecords)
 	for i := range preps {
 		p := &preps[i]

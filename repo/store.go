@@ -2,11 +2,13 @@ package repo
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 
 	"github.com/ipfs/go-cid"
 	"github.com/pdsbox/pds/mst"
 	bolt "go.etcd.io/bbolt"
+	bolterrors "go.etcd.io/bbolt/errors"
 )
 
 // Storage layout, all in one bbolt file so that a commit is one transaction:
@@ -159,4 +161,17 @@ func writeHead(tx *bolt.Tx, h *head) error {
 		return err
 	}
 	return m.Put(metaData, h.data.Bytes())
+}
+
+// Destroy deletes every repository bucket from db: used only to clear the
+// remains of an account creation that did not complete.
+func Destroy(db *bolt.DB) error {
+	return db.Update(func(tx *bolt.Tx) error {
+		for _, b := range [][]byte{bucketBlocks, bucketBlockRevs, bucketRecords, bucketMeta} {
+			if err := tx.DeleteBucket(b); err != nil && !errors.Is(err, bolterrors.ErrBucketNotFound) {
+				return err
+			}
+		}
+		return nil
+	})
 }

@@ -23,6 +23,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case "version", "--version", "-v":
 		fmt.Fprintf(stdout, "pds %s\n", version)
 		return 0
+	case "serve":
+		return serve(args[1:], stdout, stderr)
+	case "account":
+		return accountCmd(args[1:], stdout, stderr)
 	case "help", "--help", "-h":
 		usage(stdout)
 		return 0
@@ -37,9 +41,16 @@ func usage(w io.Writer) {
 	fmt.Fprintf(w, `pds %s: a single-user atproto Personal Data Server
 
 Usage:
+  pds serve [--listen ADDR] [--data DIR]
+                 run the server (default 127.0.0.1:2583, data under ./data)
+  pds account create --handle H --password P [--email E]
+                 create the server's one account
+  pds account invite
+                 print the invite code for creating the account from a client
   pds version    print the version
   pds help       show this help
 
-The server (pds serve) and account commands arrive with the next milestones.
+Configuration comes from the environment (PDS_HOSTNAME, PDS_PORT,
+PDS_DATA_DIRECTORY, PDS_JWT_SECRET, ...); see README.md.
 `, version)
 }

@@ -1,0 +1,114 @@
+package api
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+
+	"github.com/pdsbox/pds/account"
+	"github.com/pdsbox/pds/auth"
+	"github.com/pdsbox/pds/blobstore"
+	"github.com/pdsbox/pds/identity"
+	"github.com/pdsbox/pds/repo"
+)
+
+// XRPCError is an error answered with the XRPC envelope
+// {"error": Name, "message": Message} and an HTTP status.
+type XRPCError struct {
+	Status  int
+	Name    string
+	Message string
+	// Err is the cause, logged for 5xx answers, never sent.
+	Err error
+}
+
+func (e *XRPCError) Error() string { return e.Name + ": " + e.Message }
+func (e *XRPCError) Unwrap() error { return e.Err }
+
+func xerr(status int, name, format string, args ...any) *XRPCError {
+	return &XRPCError{Status: status, Name: name, Message: fmt.Sprintf(format, args...)}
+}
+
+func invalidRequest(format string, args ...any) *XRPCError {
+	return xerr(http.StatusBadRequest, "InvalidRequest", format, args...)
+}
+
+// errorTable maps domain errors to XRPC errors, in one place. The first
+// match wins; the message is the error's own text unless Message is set.
+var errorTable = []struct {
+	err     error
+	status  int
+	name    string
+	message string
+}{
+	{repo.ErrInvalidSwap, 400, "InvalidSwap", ""},
+	{repo.ErrInvalidRecord, 400, "InvalidRequest", ""},
+	{repo.ErrInvalidWrite, 400, "InvalidRequest", ""},
+	{repo.ErrRecordExists, 400, "InvalidRequest", ""},
+	{repo.ErrRecordNotFound, 400, "RecordNotFound", "Could not locate record"},
+	{repo.ErrNoHead, 400, "RepoNotFound", "Could not find repo"},
+	{auth.ErrExpiredToken, 400, "ExpiredToken", "Token has expired"},
+	{auth.ErrInvalidToken, 400, "InvalidToken", "Token could not be verified"},
+	{auth.ErrInvalidLogin, 401, "AuthenticationRequired", "Invalid identifier or password"},
+	{auth.ErrAccountExists, 400, "InvalidRequest", "this server hosts one account, and it exists"},
+	{auth.ErrNoAccount, 400, "AccountNotFound", "no account exists on this server"},
+	{auth.ErrAppPasswordExists, 400, "InvalidRequest", "an app password with this name already exists"},
+	{auth.ErrAppPasswordNotFound, 400, "InvalidRequest", "no app password with this name"},
+	{auth.ErrInvalidPassword, 400, "InvalidRequest", "passwords must be 1 to 256 characters"},
+	{auth.ErrInvalidAppPasswordName, 400, "InvalidRequest", ""},
+	{auth.ErrInvalidAccount, 400, "InvalidRequest", ""},
+	{auth.ErrRateLimited, 429, "RateLimitExceeded", "Rate Limit Exceeded"},
+	{account.ErrAccountExists, 400, "InvalidRequest", ""},
+	{account.ErrNoAccount, 400, "AccountNotFound", ""},
+	{account.ErrInvalidInviteCode, 400, "InvalidInviteCode", "Provided invite code not available"},
+	{account.ErrInvalidHandle, 400, "InvalidHandle", ""},
+	{account.ErrInvalidEmail, 400, "InvalidRequest", "invalid email address"},
+	{identity.ErrUnsupportedDomain, 400, "UnsupportedDomain", ""},
+	{identity.ErrInvalidHandle, 400, "InvalidHandle", ""},
+	{account.ErrDIDCreation, 502, "UpstreamFailure", ""},
+	{blobstore.ErrTooLarge, 413, "PayloadTooLarge", "request entity too large"},
+	{blobstore.ErrBlobNotFound, 400, "BlobNotFound", ""},
+	{blobstore.ErrNotFound, 400, "BlobNotFound", "Blob not found"},
+	{context.DeadlineExceeded, 503, "InternalServerError", "request timed out"},
+}
+
+// asXRPC turns any error into the XRPC error answered for it.
+func asXRPC(err error) *XRPCError {
+	var xe *XRPCError
+	if errors.As(err, &xe) {
+		return xe
+	}
+	var mbe *http.MaxBytesError
+	if errors.As(err, &mbe) {
+		return &XRPCError{Status: 413, Name: "PayloadTooLarge", Message: "request entity too large", Err: err}
+	}
+	for _, m := range errorTable {
+		if errors.Is(err, m.err) {
+			msg := m.message
+			if msg == "" {
+				msg = err.Error()
+			}
+			return &XRPCError{Status: m.status, Name: m.name, Message: msg, Err: err}
+		}
+	}
+	return &XRPCError{Status: 500, Name: "InternalServerError", Message: "Internal Server Error", Err: err}
+}
+
+// writeError answers err as an XRPC error. Server errors are logged with
+// their cause; client errors are not (they are in the request log).
+func writeError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err error) {
+	xe := asXRPC(err)
+	if xe.Status >= 500 {
+		log.ErrorContext(r.Context(), "request failed", "method", r.URL.Path, "status", xe.Status, "err", err)
+	}
+	writeJSON(w, xe.Status, map[string]string{"error": xe.Name, "message": xe.Message})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json; charset=utf-8")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}

@@ -1,0 +1,177 @@
+package api
+
+import (
+	"context"
+	"crypto/subtle"
+	"encoding/base64"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"runtime/debug"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/go-chi/chi/v5/middleware"
+	"github.com/pdsbox/pds/auth"
+)
+
+// logRequests logs one line per request with log/slog.
+func logRequests(log *slog.Logger) func(http.Handler) http.Handler {
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			start := time.Now()
+			ww := middleware.NewWrapResponseWriter(w, r.ProtoMajor)
+			next.ServeHTTP(ww, r)
+			log.InfoContext(r.Context(), "request",
+				"method", r.Method, "path", r.URL.Path, "status", ww.Status(),
+				"bytes", ww.BytesWritten(), "duration", time.Since(start), "remote", r.RemoteAddr)
+		})
+	}
+}
+
+// recoverPanics answers a panicking handler with a 500 envelope and logs the
+// stack, so one bad request never takes the server down.
+func recoverPanics(log *slog.Logger) func(http.Handler) http.Handler {
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			defer func() {
+				if v := recover(); v != nil {
+					if v == http.ErrAbortHandler {
+						panic(v)
+					}
+					log.ErrorContext(r.Context(), "panic in handler", "path", r.URL.Path, "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
+					writeJSON(w, http.StatusInternalServerError, map[string]string{"error": "InternalServerError", "message": "Internal Server Error"})
+				}
+			}()
+			next.ServeHTTP(w, r)
+		})
+	}
+}
+
+// cors answers like the reference PDS (express cors with maxAge 86400): any
+// origin, the requested headers reflected, preflights answered here.
+func cors(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h := w.Header()
+		h.Set("Access-Control-Allow-Origin", "*")
+		h.Set("Access-Control-Expose-Headers", "DPoP-Nonce, WWW-Authenticate, RateLimit-Limit, RateLimit-Remaining, RateLimit-Reset, RateLimit-Policy, Atproto-Repo-Rev, Atproto-Content-Labelers")
+		if r.Method == http.MethodOptions && r.Header.Get("Access-Control-Request-Method") != "" {
+			h.Set("Access-Control-Allow-Methods", "GET,HEAD,PUT,PATCH,POST,DELETE")
+			if req := r.Header.Get("Access-Control-Request-Headers"); req != "" {
+				h.Set("Access-Control-Allow-Headers", req)
+				h.Add("Vary", "Access-Control-Request-Headers")
+			}
+			h.Set("Access-Control-Max-Age", "86400")
+			w.WriteHeader(http.StatusNoContent)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+type ctxKey int
+
+const claimsKey ctxKey = 1
+
+// claimsFrom returns the verified access claims of the request.
+func claimsFrom(ctx context.Context) *auth.Claims {
+	c, _ := ctx.Value(claimsKey).(*auth.Claims)
+	return c
+}
+
+// bearer extracts the token of an "Authorization: Bearer" header.
+func bearer(r *http.Request) (string, bool) {
+	h := r.Header.Get("Authorization")
+	if len(h) > 7 && strings.EqualFold(h[:7], "bearer ") {
+		return strings.TrimSpace(h[7:]), true
+	}
+	return "", false
+}
+
+var errAuthMissing = xerr(http.StatusUnauthorized, "AuthMissing", "Authentication Required")
+
+// access is the access-token policy of a route.
+type access int
+
+const (
+	// accessAny: full-access sessions and app passwords.
+	accessAny access = iota
+	// accessFull: only sessions from the account password (the reference's
+	// ACCESS_FULL methods: app passwords cannot manage the account).
+	accessFull
+)
+
+// requireAuth verifies the access token and puts its claims in the context.
+func (s *server) requireAuth(level access) func(http.Handler) http.Handler {
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			tok, ok := bearer(r)
+			if !ok {
+				writeError(w, r, s.log, errAuthMissing)
+				return
+			}
+			claims, err := s.auth.VerifyAccess(r.Context(), tok)
+			if err != nil {
+				writeError(w, r, s.log, err)
+				return
+			}
+			if level == accessFull && claims.Scope != auth.ScopeAccess {
+				writeError(w, r, s.log, xerr(http.StatusBadRequest, "InvalidToken", "Bad token scope"))
+				return
+			}
+			w.Header().Set("Cache-Control", "private")
+			w.Header().Add("Vary", "Authorization")
+			next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), claimsKey, claims)))
+		})
+	}
+}
+
+// isAdmin reports whether the request carries HTTP Basic admin credentials.
+func (s *server) isAdmin(r *http.Request) bool {
+	if s.cfg.AdminPassword == "" {
+		return false
+	}
+	h := r.Header.Get("Authorization")
+	if len(h) < 6 || !strings.EqualFold(h[:6], "basic ") {
+		return false
+	}
+	raw, err := base64.StdEncoding.DecodeString(strings.TrimSpace(h[6:]))
+	if err != nil {
+		return false
+	}
+	user, pass, ok := strings.Cut(string(raw), ":")
+	return ok && user == "admin" && subtle.ConstantTimeCompare([]byte(pass), []byte(s.cfg.AdminPassword)) == 1
+}
+
+// clientIP is the peer address; X-Forwarded-For is not trusted here.
+func clientIP(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
+}
+
+// rateLimit consumes a point from each limiter for its key, setting the
+// RateLimit-* headers of the tightest, and answers 429 when one is spent.
+func rateLimit(w http.ResponseWriter, checks ...limitCheck) error {
+	for _, c := range checks {
+		ok, remaining, reset := c.l.Allow(c.key)
+		h := w.Header()
+		h.Set("RateLimit-Limit", strconv.Itoa(c.l.Limit()))
+		h.Set("RateLimit-Remaining", strconv.Itoa(remaining))
+		h.Set("RateLimit-Reset", strconv.FormatInt(reset.Unix(), 10))
+		h.Set("RateLimit-Policy", fmt.Sprintf("%d;w=%d", c.l.Limit(), int(c.l.Window().Seconds())))
+		if !ok {
+			return auth.ErrRateLimited
+		}
+	}
+	return nil
+}
+
+type limitCheck struct {
+	l   *auth.RateLimiter
+	key string
+}

@@ -1,0 +1,592 @@
+package api
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+
+	"github.com/bluesky-social/indigo/atproto/atdata"
+	"github.com/bluesky-social/indigo/atproto/lexicon"
+	"github.com/bluesky-social/indigo/atproto/syntax"
+	"github.com/ipfs/go-cid"
+	"github.com/pdsbox/pds/identity"
+	"github.com/pdsbox/pds/repo"
+)
+
+// ourRepo resolves the repo parameter (a DID or handle) to the account's
+// repository; any other repository is not hosted here.
+func (s *server) ourRepo(r *http.Request, ident string) (*repo.Repo, error) {
+	rp, err := s.accounts.Repo()
+	if err != nil {
+		return nil, invalidRequest("Could not find repo: %s", ident)
+	}
+	if ident == rp.DID().String() {
+		return rp, nil
+	}
+	if acct, err := s.auth.Account(r.Context()); err == nil && strings.EqualFold(ident, acct.Handle.String()) {
+		return rp, nil
+	}
+	return nil, invalidRequest("Could not find repo: %s", ident)
+}
+
+// writableRepo is ourRepo for a write by the authenticated account.
+func (s *server) writableRepo(r *http.Request, ident string) (*repo.Repo, error) {
+	rp, err := s.ourRepo(r, ident)
+	if err != nil {
+		return nil, err
+	}
+	if c := claimsFrom(r.Context()); c == nil || c.DID != rp.DID() {
+		return nil, xerr(http.StatusForbidden, "AuthRequired", "the token's account does not own this repo")
+	}
+	return rp, nil
+}
+
+func parseCollection(s string) (syntax.NSID, error) {
+	n, err := syntax.ParseNSID(s)
+	if err != nil {
+		return "", invalidRequest("Invalid collection: %v", err)
+	}
+	return n, nil
+}
+
+func parseRKey(s string) (syntax.RecordKey, error) {
+	k, err := syntax.ParseRecordKey(s)
+	if err != nil {
+		return "", invalidRequest("Invalid record key: %v", err)
+	}
+	return k, nil
+}
+
+func parseOptCID(name, s string) (*cid.Cid, error) {
+	if s == "" {
+		return nil, nil
+	}
+	c, err := cid.Decode(s)
+	if err != nil {
+		return nil, invalidRequest("Invalid %s: %v", name, err)
+	}
+	return &c, nil
+}
+
+// parseRecord decodes a record from JSON, setting $type to the collection
+// when it is missing (as the reference does) and refusing a different one.
+func parseRecord(raw json.RawMessage, coll syntax.NSID) (map[string]any, error) {
+	if len(raw) == 0 || string(raw) == "null" {
+		return nil, invalidRequest("record is required")
+	}
+	rec, err := repo.ParseRecordJSON(raw)
+	if err != nil {
+		return nil, invalidRequest("Invalid record: %v", errors.Unwrap(err))
+	}
+	switch t := rec["$type"].(type) {
+	case nil:
+		rec["$type"] = coll.String()
+	case string:
+		if t != coll.String() {
+			return nil, invalidRequest("Invalid $type: expected %s, got %s", coll, t)
+		}
+	default:
+		return nil, invalidRequest("Invalid $type: must be a string")
+	}
+	return rec, nil
+}
+
+// validateRecord applies the lexicon policy of the reference: validate=false
+// skips, a known schema must pass, an unknown one is "unknown" unless
+// validate=true demanded it. It returns the validationStatus.
+func (s *server) validateRecord(coll syntax.NSID, rec map[string]any, validate *bool) (string, error) {
+	if validate != nil && !*validate {
+		return "", nil
+	}
+	if _, err := s.lex.Resolve(coll.String()); err != nil {
+		if validate != nil && *validate {
+			return "", invalidRequest("Lexicon not found: %s", coll)
+		}
+		return "unknown", nil
+	}
+	if err := lexicon.ValidateRecord(s.lex, rec, coll.String(), lexicon.AllowLegacyBlob); err != nil {
+		return "", invalidRequest("Invalid %s record: %v", coll, err)
+	}
+	return "valid", nil
+}
+
+func atURI(did syntax.DID, coll syntax.NSID, rkey syntax.RecordKey) string {
+	return "at://" + did.String() + "/" + coll.String() + "/" + rkey.String()
+}
+
+func commitMeta(c *repo.Commit) map[string]string {
+	return map[string]string{"cid": c.CID.String(), "rev": c.Rev}
+}
+
+type createRecordInput struct {
+	Repo       string          `json:"repo"`
+	Collection string          `json:"collection"`
+	RKey       string          `json:"rkey"`
+	Validate   *bool           `json:"validate"`
+	Record     json.RawMessage `json:"record"`
+	SwapCommit string          `json:"swapCommit"`
+}
+
+func (s *server) createRecord(w http.ResponseWriter, r *http.Request) {
+	var in createRecordInput
+	if err := decodeJSON(w, r, maxRecordBody, &in); err != nil {
+		writeError(w, r, s.log, err)
+		return
+	}
+	out, err := s.doCreateRecord(r, &in)
+	if err != nil {
+		writeError(w, r, s.log, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (s *server) doCreateRecord(r *http.Request, in *createRecordInput) (map[string]any, error) {
+	rp, err := s.writableRepo(r, in.Repo)
+	if err != nil {
+		return nil, err
+	}
+	coll, err := parseCollection(in.Collection)
+	if err != nil {
+		return nil, err
+	}
+	rkey := syntax.RecordKey(s.tids.Next().String())
+	if in.RKey != "" {
+		if rkey, err = parseRKey(in.RKey); err != nil {
+			return nil, err
+		}
+	}
+	swap, err := parseOptCID("swapCommit", in.SwapCommit)
+	if err != nil {
+		return nil, err
+	}
+	rec, err := parseRecord(in.Record, coll)
+	if err != nil {
+		return nil, err
+	}
+	status, err := s.validateRecord(coll, rec, in.Validate)
+	if err != nil {
+		return nil, err
+	}
+	c, err := rp.Apply(r.Context(), []repo.Write{{Action: repo.ActionCreate, Collection: coll, RKey: rkey, Record: rec}}, swap)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]any{"uri": atURI(rp.DID(), coll, rkey), "cid": c.Ops[0].CID.String(), "commit": commitMeta(c)}
+	if status != "" {
+		out["validationStatus"] = status
+	}
+	return out, nil
+}
+
+type putRecordInput struct {
+	Repo       string          `json:"repo"`
+	Collection string          `json:"collection"`
+	RKey       string          `json:"rkey"`
+	Validate   *bool           `json:"validate"`
+	Record     json.RawMessage `json:"record"`
+	SwapRecord json.RawMessage `json:"swapRecord"`
+	SwapCommit string          `json:"swapCommit"`
+}
+
+func (s *server) putRecord(w http.ResponseWriter, r *http.Request) {
+	var in putRecordInput
+	if err := decodeJSON(w, r, maxRecordBody, &in); err != nil {
+		writeError(w, r, s.log, err)
+		return
+	}
+	out, err := s.doPutRecord(r, &in)
+	if err != nil {
+		writeError(w, r, s.log, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (s *server) doPutRecord(r *http.Request, in *putRecordInput) (map[string]any, error) {
+	rp, err := s.writableRepo(r, in.Repo)
+	if err != nil {
+		return nil, err
+	}
+	coll, err := parseCollection(in.Collection)
+	if err != nil {
+		return nil, err
+	}
+	rkey, err := parseRKey(in.RKey)
+	if err != nil {
+		return nil, err
+	}
+	swapCommit, err := parseOptCID("swapCommit", in.SwapCommit)
+	if err != nil {
+		return nil, err
+	}
+	// swapRecord: absent = no check; null = the record must not exist.
+	var swapRecord *cid.Cid
+	mustNotExist := false
+	if len(in.SwapRecord) > 0 {
+		if string(in.SwapRecord) == "null" {
+			mustNotExist = true
+		} else {
+			var sv string
+			if err := json.Unmarshal(in.SwapRecord, &sv); err != nil {
+				return nil, invalidRequest("Invalid swapRecord")
+			}
+			if swapRecord, err = parseOptCID("swapRecord", sv); err != nil {
+				return nil, err
+			}
+		}
+	}
+	rec, err := parseRecord(in.Record, coll)
+	if err != nil {
+		return nil, err
+	}
+	status, err := s.validateRecord(coll, rec, in.Validate)
+	if err != nil {
+		return nil, err
+	}
+	action := repo.ActionCreate
+	if _, err := rp.GetRecord(coll, rkey); err == nil {
+		if mustNotExist {
+			return nil, xerr(http.StatusBadRequest, "InvalidSwap", "Record was at %s", rkey)
+		}
+		action = repo.ActionUpdate
+	} else if !errors.Is(err, repo.ErrRecordNotFound) {
+		return nil, err
+	}
+	c, err := rp.Apply(r.Context(), []repo.Write{{Action: action, Collection: coll, RKey: rkey, Record: rec, SwapRecord: swapRecord}}, swapCommit)
+	if err != nil {
+		return nil, err
+	}
+	cidStr := ""
+	if len(c.Ops) > 0 {
+		cidStr = c.Ops[0].CID.String()
+	} else if cur, err := rp.GetRecord(coll, rkey); err == nil {
+		cidStr = cur.CID.String() // an update to the identical record
+	}
+	out := map[string]any{"uri": atURI(rp.DID(), coll, rkey), "cid": cidStr, "commit": commitMeta(c)}
+	if status != "" {
+		out["validationStatus"] = status
+	}
+	return out, nil
+}
+
+type deleteRecordInput struct {
+	Repo       string `json:"repo"`
+	Collection string `json:"collection"`
+	RKey       string `json:"rkey"`
+	SwapRecord string `json:"swapRecord"`
+	SwapCommit string `json:"swapCommit"`
+}
+
+func (s *server) deleteRecord(w http.ResponseWriter, r *http.Request) {
+	var in deleteRecordInput
+	if err := decodeJSON(w, r, maxJSONBody, &in); err != nil {
+		writeError(w, r, s.log, err)
+		return
+	}
+	out, err := s.doDeleteRecord(r, &in)
+	if err != nil {
+		writeError(w, r, s.log, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (s *server) doDeleteRecord(r *http.Request, in *deleteRecordInput) (map[string]any, error) {
+	rp, err := s.writableRepo(r, in.Repo)
+	if err != nil {
+		return nil, err
+	}
+	coll, err := parseCollection(in.Collection)
+	if err != nil {
+		return nil, err
+	}
+	rkey, err := parseRKey(in.RKey)
+	if err != nil {
+		return nil, err
+	}
+	swapCommit, err := parseOptCID("swapCommit", in.SwapCommit)
+	if err != nil {
+		return nil, err
+	}
+	swapRecord, err := parseOptCID("swapRecord", in.SwapRecord)
+	if err != nil {
+		return nil, err
+	}
+	c, err := rp.Apply(r.Context(), []repo.Write{{Action: repo.ActionDelete, Collection: coll, RKey: rkey, SwapRecord: swapRecord}}, swapCommit)
+	if errors.Is(err, repo.ErrRecordNotFound) {
+		if swapRecord != nil {
+			return nil, xerr(http.StatusBadRequest, "InvalidSwap", "Record was at %s", rkey)
+		}
+		return map[string]any{}, nil // deleting nothing is not an error
+	}
+	if err != nil {
+		return nil, err
+	}
+	return map[string]any{"commit": commitMeta(c)}, nil
+}
+
+type applyWritesInput struct {
+	Repo       string            `json:"repo"`
+	Validate   *bool             `json:"validate"`
+	Writes     []json.RawMessage `json:"writes"`
+	SwapCommit string            `json:"swapCommit"`
+}
+
+type applyWrite struct {
+	Type       string          `json:"$type"`
+	Collection string          `json:"collection"`
+	RKey       string          `json:"rkey"`
+	Value      json.RawMessage `json:"value"`
+}
+
+const applyWritesNS = "com.atproto.repo.applyWrites#"
+
+func (s *server) applyWrites(w http.ResponseWriter, r *http.Request) {
+	var in applyWritesInput
+	if err := decodeJSON(w, r, maxRecordBody, &in); err != nil {
+		writeError(w, r, s.log, err)
+		return
+	}
+	out, err := s.doApplyWrites(r, &in)
+	if err != nil {
+		writeError(w, r, s.log, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (s *server) doApplyWrites(r *http.Request, in *applyWritesInput) (map[string]any, error) {
+	rp, err := s.writableRepo(r, in.Repo)
+	if err != nil {
+		return nil, err
+	}
+	if len(in.Writes) == 0 {
+		return nil, invalidRequest("writes must not be empty")
+	}
+	if len(in.Writes) > repo.MaxWrites {
+		return nil, invalidRequest("Too many writes. Max: %d", repo.MaxWrites)
+	}
+	swapCommit, err := parseOptCID("swapCommit", in.SwapCommit)
+	if err != nil {
+		return nil, err
+	}
+	writes := make([]repo.Write, len(in.Writes))
+	statuses := make([]string, len(in.Writes))
+	for i, raw := range in.Writes {
+		var aw applyWrite
+		if err := json.Unmarshal(raw, &aw); err != nil {
+			return nil, invalidRequest("writes[%d]: %v", i, err)
+		}
+		coll, err := parseCollection(aw.Collection)
+		if err != nil {
+			return nil, err
+		}
+		wr := repo.Write{Collection: coll}
+		switch aw.Type {
+		case applyWritesNS + "create":
+			wr.Action = repo.ActionCreate
+			wr.RKey = syntax.RecordKey(s.tids.Next().String())
+			if aw.RKey != "" {
+				if wr.RKey, err = parseRKey(aw.RKey); err != nil {
+					return nil, err
+				}
+			}
+		case applyWritesNS + "update":
+			wr.Action = repo.ActionUpdate
+		case applyWritesNS + "delete":
+			wr.Action = repo.ActionDelete
+		default:
+			return nil, invalidRequest("writes[%d]: unknown $type %q", i, aw.Type)
+		}
+		if wr.Action != repo.ActionCreate {
+			if wr.RKey, err = parseRKey(aw.RKey); err != nil {
+				return nil, err
+			}
+		}
+		if wr.Action != repo.ActionDelete {
+			if wr.Record, err = parseRecord(aw.Value, coll); err != nil {
+				return nil, err
+			}
+			if statuses[i], err = s.validateRecord(coll, wr.Record, in.Validate); err != nil {
+				return nil, err
+			}
+		}
+		writes[i] = wr
+	}
+	c, err := rp.Apply(r.Context(), writes, swapCommit)
+	if err != nil {
+		return nil, err
+	}
+	cids := make(map[string]string, len(c.Ops))
+	for _, op := range c.Ops {
+		if op.CID != nil {
+			cids[op.Path()] = op.CID.String()
+		}
+	}
+	results := make([]map[string]any, len(writes))
+	for i, wr := range writes {
+		res := map[string]any{}
+		switch wr.Action {
+		case repo.ActionDelete:
+			res["$type"] = applyWritesNS + "deleteResult"
+		default:
+			res["$type"] = applyWritesNS + string(wr.Action) + "Result"
+			res["uri"] = atURI(rp.DID(), wr.Collection, wr.RKey)
+			cs, ok := cids[wr.Path()]
+			if !ok { // an update to the identical record
+				if enc, _, err := repo.EncodeRecord(wr.Record); err == nil {
+					cs = enc.String()
+				}
+			}
+			res["cid"] = cs
+			if statuses[i] != "" {
+				res["validationStatus"] = statuses[i]
+			}
+		}
+		results[i] = res
+	}
+	return map[string]any{"commit": commitMeta(c), "results": results}, nil
+}
+
+func (s *server) getRecord(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	err := func() error {
+		rp, err := s.ourRepo(r, q.Get("repo"))
+		if err != nil {
+			return err
+		}
+		coll, err := parseCollection(q.Get("collection"))
+		if err != nil {
+			return err
+		}
+		rkey, err := parseRKey(q.Get("rkey"))
+		if err != nil {
+			return err
+		}
+		want, err := parseOptCID("cid", q.Get("cid"))
+		if err != nil {
+			return err
+		}
+		rec, err := rp.GetRecord(coll, rkey)
+		if err != nil {
+			if errors.Is(err, repo.ErrRecordNotFound) {
+				return xerr(http.StatusBadRequest, "RecordNotFound", "Could not locate record: %s", atURI(rp.DID(), coll, rkey))
+			}
+			return err
+		}
+		if want != nil && *want != rec.CID {
+			return xerr(http.StatusBadRequest, "RecordNotFound", "Could not locate record: %s", atURI(rp.DID(), coll, rkey))
+		}
+		val, err := atdata.UnmarshalCBOR(rec.Data)
+		if err != nil {
+			return fmt.Errorf("decoding stored record: %w", err)
+		}
+		writeJSON(w, http.StatusOK, map[string]any{"uri": atURI(rp.DID(), coll, rkey), "cid": rec.CID.String(), "value": val})
+		return nil
+	}()
+	if err != nil {
+		writeError(w, r, s.log, err)
+	}
+}
+
+func (s *server) listRecords(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	err := func() error {
+		rp, err := s.ourRepo(r, q.Get("repo"))
+		if err != nil {
+			return err
+		}
+		coll, err := parseCollection(q.Get("collection"))
+		if err != nil {
+			return err
+		}
+		limit, err := intParam(q.Get("limit"), 50, 1, 100)
+		if err != nil {
+			return err
+		}
+		reverse := q.Get("reverse") == "true"
+		cursor := q.Get("cursor")
+		if cursor != "" {
+			if _, err := syntax.ParseRecordKey(cursor); err != nil {
+				return invalidRequest("Invalid cursor")
+			}
+		}
+		recs, next, err := rp.ListRecords(coll, cursor, limit, !reverse)
+		if err != nil {
+			return err
+		}
+		list := make([]map[string]any, 0, len(recs))
+		for _, rec := range recs {
+			val, err := atdata.UnmarshalCBOR(rec.Data)
+			if err != nil {
+				return fmt.Errorf("decoding stored record: %w", err)
+			}
+			list = append(list, map[string]any{"uri": atURI(rp.DID(), coll, rec.RKey), "cid": rec.CID.String(), "value": val})
+		}
+		out := map[string]any{"records": list}
+		if next != "" {
+			out["cursor"] = next
+		}
+		writeJSON(w, http.StatusOK, out)
+		return nil
+	}()
+	if err != nil {
+		writeError(w, r, s.log, err)
+	}
+}
+
+func (s *server) describeRepo(w http.ResponseWriter, r *http.Request) {
+	err := func() error {
+		rp, err := s.ourRepo(r, r.URL.Query().Get("repo"))
+		if err != nil {
+			return err
+		}
+		acct, err := s.auth.Account(r.Context())
+		if err != nil {
+			return err
+		}
+		colls, err := rp.Collections()
+		if err != nil {
+			return err
+		}
+		key, err := s.accounts.SigningKey()
+		if err != nil {
+			return err
+		}
+		pub, err := key.PublicKey()
+		if err != nil {
+			return err
+		}
+		names := make([]string, len(colls))
+		for i, c := range colls {
+			names[i] = c.String()
+		}
+		writeJSON(w, http.StatusOK, map[string]any{
+			"handle":          acct.Handle.String(),
+			"did":             acct.DID.String(),
+			"didDoc":          identity.DIDWebDocument(acct.DID, acct.Handle, pub, s.cfg.PublicURL),
+			"collections":     names,
+			"handleIsCorrect": true,
+		})
+		return nil
+	}()
+	if err != nil {
+		writeError(w, r, s.log, err)
+	}
+}
+
+// intParam parses an optional integer query parameter within [lo, hi].
+func intParam(v string, def, lo, hi int) (int, error) {
+	if v == "" {
+		return def, nil
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < lo || n > hi {
+		return 0, invalidRequest("limit must be an integer from %d to %d", lo, hi)
+	}
+	return n, nil
+}

@@ -1,0 +1,133 @@
+// Package api serves the XRPC methods of the PDS over chi: it decodes and
+// bounds requests, authorizes them, calls one domain method and encodes the
+// answer or the XRPC error envelope.
+package api
+
+import (
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/bluesky-social/indigo/atproto/lexicon"
+	"github.com/bluesky-social/indigo/atproto/syntax"
+	"github.com/go-chi/chi/v5"
+	"github.com/pdsbox/pds/account"
+	"github.com/pdsbox/pds/auth"
+	"github.com/pdsbox/pds/blobstore"
+)
+
+// Config is the part of the server configuration the API needs.
+type Config struct {
+	Version   string
+	Hostname  string
+	PublicURL string
+	// ServiceDID is the server's own DID, did:web:<hostname>.
+	ServiceDID           string
+	AvailableUserDomains []string
+	InviteRequired       bool
+	AdminPassword        string
+	BlobUploadLimit      int64
+	ContactEmail         string
+	PrivacyPolicyURL     string
+	TermsOfServiceURL    string
+}
+
+// Deps are the domain services behind the API.
+type Deps struct {
+	Config   Config
+	Accounts *account.Service
+	Auth     *auth.Store
+	Blobs    *blobstore.Store
+	Lexicons lexicon.Catalog
+	Log      *slog.Logger
+	// LoginByIP and LoginByIdentifier bound createSession attempts; nil
+	// limiters get the defaults (30 per 5 minutes).
+	LoginByIP, LoginByIdentifier *auth.RateLimiter
+}
+
+type server struct {
+	cfg      Config
+	accounts *account.Service
+	auth     *auth.Store
+	blobs    *blobstore.Store
+	lex      lexicon.Catalog
+	log      *slog.Logger
+	loginIP  *auth.RateLimiter
+	loginID  *auth.RateLimiter
+	tids     *syntax.TIDClock // record keys for creates without one
+}
+
+// Body limits, as the reference PDS sets them.
+const (
+	maxJSONBody   = 150 << 10 // most procedures
+	maxRecordBody = 1_000_000 // createRecord, putRecord, applyWrites
+)
+
+// NewRouter returns the HTTP handler of the PDS: every route, its auth and
+// its handler, in one table.
+func NewRouter(d Deps) http.Handler {
+	if d.Log == nil {
+		d.Log = slog.Default()
+	}
+	s := &server{cfg: d.Config, accounts: d.Accounts, auth: d.Auth, blobs: d.Blobs, lex: d.Lexicons, log: d.Log,
+		loginIP: d.LoginByIP, loginID: d.LoginByIdentifier, tids: syntax.NewTIDClock(0)}
+	if s.loginIP == nil {
+		s.loginIP = auth.NewRateLimiter(30, 5*time.Minute, nil)
+	}
+	if s.loginID == nil {
+		s.loginID = auth.NewRateLimiter(30, 5*time.Minute, nil)
+	}
+	full := s.requireAuth(accessFull)
+	std := s.requireAuth(accessAny)
+
+	r := chi.NewRouter()
+	r.Use(recoverPanics(s.log), logRequests(s.log), cors)
+
+	r.Get("/", s.landing)
+	r.Get("/robots.txt", s.robots)
+	r.Get("/xrpc/_health", s.health)
+	r.Get("/.well-known/atproto-did", s.atprotoDID)
+	r.Get("/.well-known/did.json", s.didJSON)
+
+	// com.atproto.server
+	r.Get("/xrpc/com.atproto.server.describeServer", s.describeServer)
+	r.Post("/xrpc/com.atproto.server.createAccount", s.createAccount)
+	r.Post("/xrpc/com.atproto.server.createSession", s.createSession)
+	r.Post("/xrpc/com.atproto.server.refreshSession", s.refreshSession)
+	r.With(std).Get("/xrpc/com.atproto.server.getSession", s.getSession)
+	r.Post("/xrpc/com.atproto.server.deleteSession", s.deleteSession)
+	r.With(full).Post("/xrpc/com.atproto.server.createAppPassword", s.createAppPassword)
+	r.With(full).Get("/xrpc/com.atproto.server.listAppPasswords", s.listAppPasswords)
+	r.With(full).Post("/xrpc/com.atproto.server.revokeAppPassword", s.revokeAppPassword)
+
+	// com.atproto.repo
+	r.With(std).Post("/xrpc/com.atproto.repo.createRecord", s.createRecord)
+	r.With(std).Post("/xrpc/com.atproto.repo.putRecord", s.putRecord)
+	r.With(std).Post("/xrpc/com.atproto.repo.deleteRecord", s.deleteRecord)
+	r.With(std).Post("/xrpc/com.atproto.repo.applyWrites", s.applyWrites)
+	r.Get("/xrpc/com.atproto.repo.getRecord", s.getRecord)
+	r.Get("/xrpc/com.atproto.repo.listRecords", s.listRecords)
+	r.Get("/xrpc/com.atproto.repo.describeRepo", s.describeRepo)
+	r.With(std).Post("/xrpc/com.atproto.repo.uploadBlob", s.uploadBlob)
+
+	// com.atproto.sync (blobs; the rest comes with the firehose)
+	r.Get("/xrpc/com.atproto.sync.getBlob", s.getBlob)
+	r.Get("/xrpc/com.atproto.sync.listBlobs", s.listBlobs)
+
+	r.HandleFunc("/xrpc/*", s.notImplemented)
+	r.NotFound(s.notFound)
+	r.MethodNotAllowed(s.methodNotAllowed)
+	return r
+}
+
+func (s *server) notImplemented(w http.ResponseWriter, r *http.Request) {
+	writeError(w, r, s.log, xerr(http.StatusNotImplemented, "MethodNotImplemented", "Method Not Implemented"))
+}
+
+func (s *server) notFound(w http.ResponseWriter, r *http.Request) {
+	writeError(w, r, s.log, xerr(http.StatusNotFound, "NotFound", "Not Found"))
+}
+
+func (s *server) methodNotAllowed(w http.ResponseWriter, r *http.Request) {
+	writeError(w, r, s.log, xerr(http.StatusMethodNotAllowed, "InvalidRequest", "Incorrect HTTP method (%s)", r.Method))
+}

@@ -1,0 +1,123 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/pdsbox/pds/account"
+)
+
+// accountCmd: pds account create|invite.
+func accountCmd(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprintln(stderr, "usage: pds account create --handle H --password P [--email E] | pds account invite")
+		return 2
+	}
+	switch args[0] {
+	case "create":
+		return accountCreate(args[1:], stdout, stderr)
+	case "invite":
+		return accountInvite(args[1:], stdout, stderr)
+	default:
+		fmt.Fprintf(stderr, "pds account: unknown command %q\n", args[0])
+		return 2
+	}
+}
+
+func accountCreate(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("account create", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	handle := fs.String("handle", "", "the account's handle (the hostname itself, or a name under it)")
+	password := fs.String("password", "", "the account password")
+	email := fs.String("email", "", "the account email (optional)")
+	data := fs.String("data", "", "data directory (default $PDS_DATA_DIRECTORY or ./data)")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if *handle == "" || *password == "" {
+		fmt.Fprintln(stderr, "pds account create: --handle and --password are required")
+		return 2
+	}
+	cfg, err := loadConfig(os.Getenv, "", *data)
+	if err != nil {
+		fmt.Fprintf(stderr, "pds: configuration: %v\n", err)
+		return 1
+	}
+	ctx := context.Background()
+	a, err := openApp(ctx, cfg, newLogger(stderr, "warn"), 200*time.Millisecond)
+	if errors.Is(err, errDBInUse) {
+		// The server is running: ask it, as the admin.
+		return createViaServer(cfg, *handle, *password, *email, stdout, stderr)
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "pds: %v\n", err)
+		return 1
+	}
+	defer a.Close()
+	acct, _, err := a.accounts.Create(ctx, account.CreateParams{Handle: *handle, Password: *password, Email: *email})
+	if err != nil {
+		fmt.Fprintf(stderr, "pds: creating the account: %v\n", err)
+		return 1
+	}
+	fmt.Fprintf(stdout, "created %s with handle %s\n", acct.DID, acct.Handle)
+	return 0
+}
+
+func createViaServer(cfg *config, handle, password, email string, stdout, stderr io.Writer) int {
+	body, _ := json.Marshal(map[string]string{"handle": handle, "password": password, "email": email})
+	host := cfg.Listen
+	if strings.HasPrefix(host, "0.0.0.0:") || strings.HasPrefix(host, "[::]:") {
+		host = "127.0.0.1:" + host[strings.LastIndexByte(host, ':')+1:]
+	}
+	req, err := http.NewRequest(http.MethodPost, "http://"+host+"/xrpc/com.atproto.server.createAccount", bytes.NewReader(body))
+	if err != nil {
+		fmt.Fprintf(stderr, "pds: %v\n", err)
+		return 1
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.SetBasicAuth("admin", cfg.AdminPassword)
+	resp, err := (&http.Client{Timeout: 30 * time.Second}).Do(req)
+	if err != nil {
+		fmt.Fprintf(stderr, "pds: the database is locked by a running server, and asking it failed: %v\n", err)
+		return 1
+	}
+	defer resp.Body.Close()
+	var out map[string]any
+	_ = json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&out)
+	if resp.StatusCode != http.StatusOK {
+		fmt.Fprintf(stderr, "pds: creating the account: %v: %v\n", out["error"], out["message"])
+		return 1
+	}
+	fmt.Fprintf(stdout, "created %v with handle %v\n", out["did"], out["handle"])
+	return 0
+}
+
+func accountInvite(args []string, stdout, stderr io.Writer) int {
+	cfg, err := loadConfig(os.Getenv, "", "")
+	if err != nil {
+		fmt.Fprintf(stderr, "pds: configuration: %v\n", err)
+		return 1
+	}
+	a, err := openApp(context.Background(), cfg, newLogger(stderr, "warn"), 200*time.Millisecond)
+	if err != nil {
+		fmt.Fprintf(stderr, "pds: %v (a running server prints the invite code at startup)\n", err)
+		return 1
+	}
+	defer a.Close()
+	code, err := a.accounts.InviteCode()
+	if err != nil {
+		fmt.Fprintf(stderr, "pds: %v\n", err)
+		return 1
+	}
+	fmt.Fprintln(stdout, code)
+	return 0
+}

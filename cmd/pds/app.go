@@ -1,0 +1,106 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"path/filepath"
+	"time"
+
+	"github.com/bluesky-social/indigo/atproto/lexicon"
+	"github.com/pdsbox/pds/account"
+	"github.com/pdsbox/pds/api"
+	"github.com/pdsbox/pds/auth"
+	"github.com/pdsbox/pds/blobstore"
+	"github.com/pdsbox/pds/identity"
+	"github.com/pdsbox/pds/lexicons"
+	bolt "go.etcd.io/bbolt"
+	bolterrors "go.etcd.io/bbolt/errors"
+)
+
+// dbFile is the bbolt file in the data directory.
+const dbFile = "pds.db"
+
+// errDBInUse means another process (a running server) holds the database.
+var errDBInUse = errors.New("the database is in use by another pds process")
+
+// app is the wired server: storage, domain services and the HTTP handler.
+type app struct {
+	cfg      *config
+	log      *slog.Logger
+	db       *bolt.DB
+	auth     *auth.Store
+	blobs    *blobstore.Store
+	accounts *account.Service
+	handler  http.Handler
+}
+
+func openApp(ctx context.Context, cfg *config, log *slog.Logger, lockTimeout time.Duration) (*app, error) {
+	db, err := bolt.Open(filepath.Join(cfg.DataDir, dbFile), 0o600, &bolt.Options{
+		Timeout:      lockTimeout,
+		FreelistType: bolt.FreelistMapType,
+	})
+	if errors.Is(err, bolterrors.ErrTimeout) {
+		return nil, errDBInUse
+	}
+	if err != nil {
+		return nil, fmt.Errorf("opening %s: %w", dbFile, err)
+	}
+	a := &app{cfg: cfg, log: log, db: db}
+	if err := a.wire(ctx); err != nil {
+		db.Close()
+		return nil, err
+	}
+	return a, nil
+}
+
+func (a *app) wire(ctx context.Context) error {
+	cfg := a.cfg
+	var err error
+	if a.auth, err = auth.New(a.db, auth.Config{JWTSecret: cfg.JWTSecret, ServiceDID: cfg.ServiceDID, MinLoginDuration: cfg.MinLoginDuration}); err != nil {
+		return err
+	}
+	if a.blobs, err = blobstore.New(a.db, blobstore.Config{Dir: cfg.BlobDir, MaxSize: cfg.BlobLimit}); err != nil {
+		return err
+	}
+	a.accounts, err = account.Open(ctx, a.db, a.auth, a.blobs, account.Config{
+		DataDir:        cfg.DataDir,
+		Hostname:       cfg.Hostname,
+		PublicURL:      cfg.PublicURL,
+		ServiceDomains: cfg.ServiceDomains,
+		DIDMethod:      account.DIDMethod(cfg.DIDMethod),
+		PLC:            &identity.PLCClient{URL: cfg.PLCURL, HTTP: &http.Client{Timeout: 15 * time.Second}},
+		RotationKey:    cfg.RotationKey,
+		Log:            a.log,
+	})
+	if err != nil {
+		return err
+	}
+	cat := lexicon.NewBaseCatalog()
+	if err := cat.LoadEmbedFS(lexicons.FS); err != nil {
+		return fmt.Errorf("loading lexicons: %w", err)
+	}
+	a.handler = api.NewRouter(api.Deps{
+		Config: api.Config{
+			Version:              version,
+			Hostname:             cfg.Hostname,
+			PublicURL:            cfg.PublicURL,
+			ServiceDID:           cfg.ServiceDID,
+			AvailableUserDomains: cfg.ServiceDomains,
+			InviteRequired:       cfg.InviteRequired,
+			AdminPassword:        cfg.AdminPassword,
+			BlobUploadLimit:      cfg.BlobLimit,
+			ContactEmail:         cfg.ContactEmail,
+		},
+		Accounts: a.accounts,
+		Auth:     a.auth,
+		Blobs:    a.blobs,
+		Lexicons: cat,
+		Log:      a.log,
+	})
+	return nil
+}
+
+func (a *app) Close() error { return a.db.Close() }

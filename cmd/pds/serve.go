@@ -1,0 +1,94 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+)
+
+func newLogger(w io.Writer, level string) *slog.Logger {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		l = slog.LevelInfo
+	}
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l}))
+}
+
+// serve runs the server until SIGINT or SIGTERM, then shuts down gracefully.
+func serve(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	listen := fs.String("listen", "", "address to listen on (default 127.0.0.1:$PDS_PORT, or $PDS_LISTEN_ADDRESS)")
+	data := fs.String("data", "", "data directory (default $PDS_DATA_DIRECTORY or ./data)")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	cfg, err := loadConfig(os.Getenv, *listen, *data)
+	if err != nil {
+		fmt.Fprintf(stderr, "pds: configuration: %v\n", err)
+		return 1
+	}
+	log := newLogger(stderr, cfg.LogLevel)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	a, err := openApp(ctx, cfg, log, 2*time.Second)
+	if err != nil {
+		fmt.Fprintf(stderr, "pds: %v\n", err)
+		return 1
+	}
+	defer a.Close()
+
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		fmt.Fprintf(stderr, "pds: listening on %s: %v\n", cfg.Listen, err)
+		return 1
+	}
+	srv := &http.Server{
+		Handler:           a.handler,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       90 * time.Second,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	log.Info("pds listening", "addr", ln.Addr().String(), "public_url", cfg.PublicURL, "data", cfg.DataDir, "version", version)
+	if !a.accounts.Exists() {
+		code, err := a.accounts.InviteCode()
+		if err == nil {
+			fmt.Fprintf(stdout, "No account yet. Create it with:\n  pds account create --handle <name>%s --password <password>\nor from a client with invite code %s\n", firstDomain(cfg), code)
+		}
+	}
+	go a.blobs.RunGC(ctx, 10*time.Minute, log)
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		if !errors.Is(err, http.ErrServerClosed) {
+			fmt.Fprintf(stderr, "pds: %v\n", err)
+			return 1
+		}
+	case <-ctx.Done():
+		log.Info("shutting down")
+		sctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+		defer cancel()
+		if err := srv.Shutdown(sctx); err != nil {
+			log.Warn("shutdown", "err", err)
+		}
+	}
+	return 0
+}
+
+func firstDomain(cfg *config) string {
+	if len(cfg.ServiceDomains) > 0 {
+		return cfg.ServiceDomains[0]
+	}
+	return "." + cfg.Hostname
+}
