@@ -17,8 +17,11 @@ RUN mkdir -p /data && chown 65532:65532 /data
 FROM gcr.io/distroless/static-debian12:nonroot
 COPY --from=build /pds /pds
 COPY --from=datadir --chown=65532:65532 /data /data
+# Listen on all interfaces inside the container; the host or Fly's proxy
+# terminates TLS in front of it.
 ENV PDS_DATA_DIRECTORY=/data \
-    PDS_PORT=2583
+    PDS_PORT=2583 \
+    PDS_LISTEN_ADDRESS=0.0.0.0:2583
 VOLUME /data
 EXPOSE 2583
 USER nonroot:nonroot
