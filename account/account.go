@@ -20,6 +20,7 @@ import (
 	"github.com/bluesky-social/indigo/atproto/syntax"
 	"github.com/pdsbox/pds/auth"
 	"github.com/pdsbox/pds/blobstore"
+	"github.com/pdsbox/pds/events"
 	"github.com/pdsbox/pds/identity"
 	"github.com/pdsbox/pds/repo"
 	bolt "go.etcd.io/bbolt"
@@ -63,9 +64,9 @@ type Config struct {
 	PLC            *identity.PLCClient
 	RotationKey    atcrypto.PrivateKey // signs PLC operations
 	Log            *slog.Logger
-	// BeforeCommit, if set, runs inside every repository write transaction
-	// after the blob references are updated (the sequencer's seam).
-	BeforeCommit func(tx *bolt.Tx, c *repo.Commit) error
+	// Events, if set, receives the firehose events of every write, in the
+	// write's transaction.
+	Events *events.Sequencer
 }
 
 // Service is the account of this server, if it exists.
@@ -80,6 +81,9 @@ type Service struct {
 	key  atcrypto.PrivateKeyExportable
 
 	createMu sync.Mutex // one creation at a time
+	// creating is the handle of the account being created, for the
+	// #identity event of its first commit.
+	creating syntax.Handle
 }
 
 // Open loads the existing account, if any. A missing or unreadable signing
@@ -124,8 +128,29 @@ func (s *Service) beforeCommit(tx *bolt.Tx, c *repo.Commit) error {
 	if err := s.blobs.UpdateRefs(tx, changes); err != nil {
 		return err
 	}
-	if s.cfg.BeforeCommit != nil {
-		return s.cfg.BeforeCommit(tx, c)
+	ev := s.cfg.Events
+	if ev == nil {
+		return nil
+	}
+	// The first commit comes with the account: announce the identity and
+	// the active account before it, and a #sync after it, as the reference
+	// does at account creation.
+	first := c.Since == nil
+	if first {
+		if _, err := ev.AppendIdentity(tx, c.DID, s.creating.String()); err != nil {
+			return err
+		}
+		if _, err := ev.AppendAccount(tx, c.DID, true, ""); err != nil {
+			return err
+		}
+	}
+	if _, err := ev.AppendCommit(tx, c); err != nil {
+		return err
+	}
+	if first {
+		if _, err := ev.AppendSync(tx, c.DID, c.Rev, c.SyncCAR()); err != nil {
+			return err
+		}
 	}
 	return nil
 }
@@ -227,6 +252,7 @@ func (s *Service) Create(ctx context.Context, p CreateParams) (*auth.Account, *r
 	if err != nil {
 		return nil, nil, err
 	}
+	s.creating = handle
 	first, err := r.Init(ctx)
 	if err != nil {
 		return nil, nil, err

@@ -14,6 +14,7 @@ import (
 	"github.com/pdsbox/pds/account"
 	"github.com/pdsbox/pds/auth"
 	"github.com/pdsbox/pds/blobstore"
+	"github.com/pdsbox/pds/events"
 )
 
 // Config is the part of the server configuration the API needs.
@@ -38,6 +39,7 @@ type Deps struct {
 	Accounts *account.Service
 	Auth     *auth.Store
 	Blobs    *blobstore.Store
+	Events   *events.Sequencer
 	Lexicons lexicon.Catalog
 	Log      *slog.Logger
 	// LoginByIP and LoginByIdentifier bound createSession attempts; nil
@@ -50,6 +52,7 @@ type server struct {
 	accounts *account.Service
 	auth     *auth.Store
 	blobs    *blobstore.Store
+	events   *events.Sequencer
 	lex      lexicon.Catalog
 	log      *slog.Logger
 	loginIP  *auth.RateLimiter
@@ -69,7 +72,7 @@ func NewRouter(d Deps) http.Handler {
 	if d.Log == nil {
 		d.Log = slog.Default()
 	}
-	s := &server{cfg: d.Config, accounts: d.Accounts, auth: d.Auth, blobs: d.Blobs, lex: d.Lexicons, log: d.Log,
+	s := &server{cfg: d.Config, accounts: d.Accounts, auth: d.Auth, blobs: d.Blobs, events: d.Events, lex: d.Lexicons, log: d.Log,
 		loginIP: d.LoginByIP, loginID: d.LoginByIdentifier, tids: syntax.NewTIDClock(0)}
 	if s.loginIP == nil {
 		s.loginIP = auth.NewRateLimiter(30, 5*time.Minute, nil)
@@ -110,7 +113,16 @@ func NewRouter(d Deps) http.Handler {
 	r.Get("/xrpc/com.atproto.repo.describeRepo", s.describeRepo)
 	r.With(std).Post("/xrpc/com.atproto.repo.uploadBlob", s.uploadBlob)
 
-	// com.atproto.sync (blobs; the rest comes with the firehose)
+	// com.atproto.sync
+	r.Get("/xrpc/com.atproto.sync.subscribeRepos", s.subscribeRepos)
+	r.Get("/xrpc/com.atproto.sync.getRepo", s.getRepo)
+	r.Get("/xrpc/com.atproto.sync.getLatestCommit", s.getLatestCommit)
+	r.Get("/xrpc/com.atproto.sync.getRecord", s.syncGetRecord)
+	r.Get("/xrpc/com.atproto.sync.getBlocks", s.getBlocks)
+	r.Get("/xrpc/com.atproto.sync.listRepos", s.listRepos)
+	r.Get("/xrpc/com.atproto.sync.getRepoStatus", s.getRepoStatus)
+	r.Get("/xrpc/com.atproto.sync.getHead", s.getHead)
+	r.Get("/xrpc/com.atproto.sync.getCheckout", s.getCheckout)
 	r.Get("/xrpc/com.atproto.sync.getBlob", s.getBlob)
 	r.Get("/xrpc/com.atproto.sync.listBlobs", s.listBlobs)
 

@@ -14,16 +14,21 @@ import (
 
 // carHeader encodes the CAR v1 header {roots: [root], version: 1} as
 // canonical DAG-CBOR, with its length prefix.
-func carHeader(root cid.Cid) []byte {
-	rb := root.Bytes()
+func carHeader(root cid.Cid) []byte { return carHeaderRoots([]cid.Cid{root}) }
+
+// carHeaderRoots is carHeader for any number of roots (fewer than 24).
+func carHeaderRoots(roots []cid.Cid) []byte {
 	var h bytes.Buffer
 	h.WriteByte(0xa2)            // map(2)
 	h.Write([]byte("\x65roots")) // text(5)
-	h.WriteByte(0x81)            // array(1)
-	h.Write([]byte{0xd8, 0x2a})  // tag(42): CID
-	writeCBORBytesHeader(&h, len(rb)+1)
-	h.WriteByte(0x00) // multibase identity prefix of a binary CID
-	h.Write(rb)
+	h.WriteByte(0x80 | byte(len(roots)))
+	for _, root := range roots {
+		rb := root.Bytes()
+		h.Write([]byte{0xd8, 0x2a}) // tag(42): CID
+		writeCBORBytesHeader(&h, len(rb)+1)
+		h.WriteByte(0x00) // multibase identity prefix of a binary CID
+		h.Write(rb)
+	}
 	h.Write([]byte("\x67version")) // text(7)
 	h.WriteByte(0x01)
 	out := binary.AppendUvarint(nil, uint64(h.Len()))

@@ -3,6 +3,7 @@ package repo
 import (
 	"bytes"
 	"fmt"
+	"io"
 	"slices"
 
 	"github.com/bluesky-social/indigo/atproto/syntax"
@@ -134,4 +135,41 @@ func (r *Repo) Collections() ([]syntax.NSID, error) {
 	// NSID order.
 	slices.Sort(out)
 	return out, err
+}
+
+// Blocks returns the stored blocks among cids, and the CIDs it does not
+// hold. Only blocks reachable from the head are stored.
+func (r *Repo) Blocks(cids []cid.Cid) (found []Block, missing []cid.Cid, err error) {
+	err = r.db.View(func(tx *bolt.Tx) error {
+		src := txSource{tx.Bucket(bucketBlocks)}
+		for _, c := range cids {
+			data, err := src.GetBlock(c)
+			if err != nil {
+				missing = append(missing, c)
+				continue
+			}
+			found = append(found, Block{CID: c, Data: bytes.Clone(data)})
+		}
+		return nil
+	})
+	return found, missing, err
+}
+
+// Block is a stored block with its CID.
+type Block struct {
+	CID  cid.Cid
+	Data []byte
+}
+
+// WriteCAR writes a CAR v1 of blocks with the given roots (none is allowed).
+func WriteCAR(w io.Writer, roots []cid.Cid, blocks []Block) error {
+	if _, err := w.Write(carHeaderRoots(roots)); err != nil {
+		return err
+	}
+	for _, b := range blocks {
+		if err := writeCARBlock(w, b.CID, b.Data); err != nil {
+			return err
+		}
+	}
+	return nil
 }

@@ -89,6 +89,16 @@ type Commit struct {
 	CAR []byte
 	// Blobs are the blob CIDs referenced by created or updated records.
 	Blobs []cid.Cid
+	// CommitBlock is the signed commit block itself.
+	CommitBlock []byte
+}
+
+// SyncCAR returns a CAR v1 rooted at the commit that holds only the commit
+// block: the blocks of a #sync event.
+func (c *Commit) SyncCAR() []byte {
+	car := newCARBuffer(c.CID)
+	car.add(c.CID, c.CommitBlock)
+	return car.bytes()
 }
 
 // Options configure a Repo.
@@ -346,7 +356,7 @@ func (r *Repo) build(tx *bolt.Tx, h *head, preps []prepared) (*Commit, error) {
 	if err != nil {
 		return nil, err
 	}
-	out.CID, out.Rev, out.Data = commitCID, rev, diff.Root
+	out.CID, out.Rev, out.Data, out.CommitBlock = commitCID, rev, diff.Root, cb.Bytes()
 	if h != nil {
 		since, prevData := h.rev, h.data
 		out.Since, out.PrevData = &since, &prevData

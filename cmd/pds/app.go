@@ -14,6 +14,7 @@ import (
 	"github.com/pdsbox/pds/api"
 	"github.com/pdsbox/pds/auth"
 	"github.com/pdsbox/pds/blobstore"
+	"github.com/pdsbox/pds/events"
 	"github.com/pdsbox/pds/identity"
 	"github.com/pdsbox/pds/lexicons"
 	bolt "go.etcd.io/bbolt"
@@ -34,6 +35,8 @@ type app struct {
 	auth     *auth.Store
 	blobs    *blobstore.Store
 	accounts *account.Service
+	events   *events.Sequencer
+	crawler  *events.Crawler
 	handler  http.Handler
 }
 
@@ -59,10 +62,14 @@ func openApp(ctx context.Context, cfg *config, log *slog.Logger, lockTimeout tim
 func (a *app) wire(ctx context.Context) error {
 	cfg := a.cfg
 	var err error
-	if a.auth, err = auth.New(a.db, auth.Config{JWTSecret: cfg.JWTSecret, ServiceDID: cfg.ServiceDID, MinLoginDuration: cfg.MinLoginDuration}); err != nil {
+	if a.auth, err = auth.New(a.db, auth.Config{JWTSecret: cfg.JWTSecret, ServiceDID: cfg.ServiceDID, MinLoginDuration: cfg.MinLoginDuration, Now: cfg.Now}); err != nil {
 		return err
 	}
 	if a.blobs, err = blobstore.New(a.db, blobstore.Config{Dir: cfg.BlobDir, MaxSize: cfg.BlobLimit}); err != nil {
+		return err
+	}
+	a.crawler = events.NewCrawler(events.CrawlerConfig{Hostname: cfg.Hostname, URLs: cfg.Crawlers, Log: a.log})
+	if a.events, err = events.New(a.db, events.Config{Retention: cfg.EventRetention, Log: a.log, OnPublish: a.crawler.Notify}); err != nil {
 		return err
 	}
 	a.accounts, err = account.Open(ctx, a.db, a.auth, a.blobs, account.Config{
@@ -74,6 +81,7 @@ func (a *app) wire(ctx context.Context) error {
 		PLC:            &identity.PLCClient{URL: cfg.PLCURL, HTTP: &http.Client{Timeout: 15 * time.Second}},
 		RotationKey:    cfg.RotationKey,
 		Log:            a.log,
+		Events:         a.events,
 	})
 	if err != nil {
 		return err
@@ -97,10 +105,15 @@ func (a *app) wire(ctx context.Context) error {
 		Accounts: a.accounts,
 		Auth:     a.auth,
 		Blobs:    a.blobs,
+		Events:   a.events,
 		Lexicons: cat,
 		Log:      a.log,
 	})
 	return nil
 }
 
-func (a *app) Close() error { return a.db.Close() }
+// Close disconnects firehose consumers and closes the database.
+func (a *app) Close() error {
+	a.events.Close()
+	return a.db.Close()
+}

@@ -36,10 +36,14 @@ type config struct {
 	BlobLimit      int64
 	LogLevel       string
 	ContactEmail   string
+	Crawlers       []string
+	EventRetention time.Duration
 
 	// MinLoginDuration is the least time a login takes (0: the auth
 	// default); tests shorten it.
 	MinLoginDuration time.Duration
+	// Now is the clock of session tokens (nil: time.Now); tests move it.
+	Now func() time.Time
 
 	JWTSecret     []byte
 	AdminPassword string
@@ -113,6 +117,22 @@ func loadConfig(getenv env, listenFlag, dataFlag string) (*config, error) {
 		return nil, fmt.Errorf("PDS_DID_METHOD must be plc or web, not %q", c.DIDMethod)
 	}
 	c.InviteRequired = getenv.str("PDS_INVITE_REQUIRED", "true") != "false"
+	for _, u := range strings.Split(getenv.str("PDS_CRAWLERS", ""), ",") {
+		if u = strings.TrimSpace(u); u != "" {
+			if pu, err := url.Parse(u); err != nil || (pu.Scheme != "https" && pu.Scheme != "http") || pu.Host == "" {
+				return nil, fmt.Errorf("PDS_CRAWLERS: %q is not an http(s) URL", u)
+			}
+			c.Crawlers = append(c.Crawlers, strings.TrimSuffix(u, "/"))
+		}
+	}
+	c.EventRetention = 7 * 24 * time.Hour
+	if v := getenv.str("PDS_EVENT_RETENTION", ""); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d < time.Hour {
+			return nil, fmt.Errorf("PDS_EVENT_RETENTION %q is not a duration of at least 1h (e.g. 168h)", v)
+		}
+		c.EventRetention = d
+	}
 	c.BlobLimit = defaultBlobLimit
 	if v := getenv.str("PDS_BLOB_UPLOAD_LIMIT", ""); v != "" {
 		n, err := strconv.ParseInt(v, 10, 64)

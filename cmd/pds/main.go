@@ -27,6 +27,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return serve(args[1:], stdout, stderr)
 	case "account":
 		return accountCmd(args[1:], stdout, stderr)
+	case "seq":
+		return seqCmd(args[1:], stdout, stderr)
 	case "help", "--help", "-h":
 		usage(stdout)
 		return 0
@@ -47,6 +49,9 @@ Usage:
                  create the server's one account
   pds account invite
                  print the invite code for creating the account from a client
+  pds seq raise N
+                 after restoring a backup: make the next firehose seq greater
+                 than N (the last seq relays saw), with the server stopped
   pds version    print the version
   pds help       show this help
 

@@ -67,6 +67,8 @@ func serve(args []string, stdout, stderr io.Writer) int {
 		}
 	}
 	go a.blobs.RunGC(ctx, 10*time.Minute, log)
+	go a.events.RunPrune(ctx.Done(), time.Hour)
+	go a.crawler.Run(ctx)
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	select {
@@ -77,6 +79,7 @@ func serve(args []string, stdout, stderr io.Writer) int {
 		}
 	case <-ctx.Done():
 		log.Info("shutting down")
+		a.events.Close() // firehose sockets are hijacked: Shutdown does not wait for them
 		sctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 		defer cancel()
 		if err := srv.Shutdown(sctx); err != nil {
