@@ -121,6 +121,15 @@ func Open(ctx context.Context, db *bolt.DB, a *auth.Store, blobs *blobstore.Stor
 // beforeCommit keeps blob references in the repository's transaction, so a
 // record never points at a blob the store may collect.
 func (s *Service) beforeCommit(tx *bolt.Tx, c *repo.Commit) error {
+	if c.Sync {
+		// An imported repository: its blobs arrive after it (migration),
+		// so references are not checked here; announce the new state.
+		if s.cfg.Events == nil {
+			return nil
+		}
+		_, err := s.cfg.Events.AppendSync(tx, c.DID, c.Rev, c.SyncCAR())
+		return err
+	}
 	changes := make([]blobstore.RefChange, len(c.Ops))
 	for i, op := range c.Ops {
 		changes[i] = blobstore.RefChange{Path: op.Path(), Blobs: op.Blobs}

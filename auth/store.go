@@ -214,14 +214,21 @@ func (s *Store) UpdateHandle(ctx context.Context, h syntax.Handle) error {
 	if h == "" {
 		return fmt.Errorf("%w: empty handle", ErrInvalidAccount)
 	}
-	return s.db.Update(func(tx *bolt.Tx) error {
-		r, err := getAccount(tx)
-		if err != nil {
-			return err
-		}
-		r.Handle = h.Normalize().String()
-		return putAccount(tx, r)
-	})
+	return s.db.Update(func(tx *bolt.Tx) error { return s.UpdateHandleTx(tx, h) })
+}
+
+// UpdateHandleTx is UpdateHandle inside the caller's write transaction, so
+// that the change and its #identity event commit together.
+func (s *Store) UpdateHandleTx(tx *bolt.Tx, h syntax.Handle) error {
+	if h == "" {
+		return fmt.Errorf("%w: empty handle", ErrInvalidAccount)
+	}
+	r, err := getAccount(tx)
+	if err != nil {
+		return err
+	}
+	r.Handle = h.Normalize().String()
+	return putAccount(tx, r)
 }
 
 // SetPassword replaces the account password. As in the reference PDS it

@@ -91,6 +91,9 @@ type Commit struct {
 	Blobs []cid.Cid
 	// CommitBlock is the signed commit block itself.
 	CommitBlock []byte
+	// Sync marks a commit that replaced the whole repository (an import):
+	// Ops is nil and consumers are told with a #sync event.
+	Sync bool
 }
 
 // SyncCAR returns a CAR v1 rooted at the commit that holds only the commit
