@@ -64,6 +64,8 @@ type Config struct {
 	PLC            *identity.PLCClient
 	RotationKey    atcrypto.PrivateKey // signs PLC operations
 	Log            *slog.Logger
+	// Resolver verifies handles outside the server's domains.
+	Resolver *identity.Resolver
 	// Events, if set, receives the firehose events of every write, in the
 	// write's transaction.
 	Events *events.Sequencer

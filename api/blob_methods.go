@@ -1,10 +1,13 @@
 package api
 
 import (
+	"errors"
+	"io"
 	"net/http"
 	"strings"
 
 	"github.com/ipfs/go-cid"
+	"github.com/pdsbox/pds/blobstore"
 )
 
 func (s *server) uploadBlob(w http.ResponseWriter, r *http.Request) {
@@ -17,7 +20,12 @@ func (s *server) uploadBlob(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	// The blob store stops reading at its size limit; the body is streamed.
-	info, err := s.blobs.Upload(r.Context(), r.Body, r.Header.Get("Content-Type"))
+	body := &bodyReader{r: r.Body}
+	info, err := s.blobs.Upload(r.Context(), body, r.Header.Get("Content-Type"))
+	if err != nil && body.err != nil && !errors.Is(err, blobstore.ErrTooLarge) {
+		// A body cut short or badly chunked is the client's fault.
+		err = &XRPCError{Status: http.StatusBadRequest, Name: "InvalidRequest", Message: "request body could not be read", Err: err}
+	}
 	if err != nil {
 		writeError(w, r, s.log, err)
 		return
@@ -28,6 +36,21 @@ func (s *server) uploadBlob(w http.ResponseWriter, r *http.Request) {
 		"mimeType": info.MimeType,
 		"size":     info.Size,
 	}})
+}
+
+// bodyReader remembers the error of reading a request body, so that an
+// upload that fails because of it is told apart from a server failure.
+type bodyReader struct {
+	r   io.Reader
+	err error
+}
+
+func (b *bodyReader) Read(p []byte) (int, error) {
+	n, err := b.r.Read(p)
+	if err != nil && err != io.EOF {
+		b.err = err
+	}
+	return n, err
 }
 
 // ourDID checks the did parameter of sync methods against the account.

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/bluesky-social/indigo/atproto/atcrypto"
 	"github.com/bluesky-social/indigo/atproto/lexicon"
 	"github.com/bluesky-social/indigo/atproto/syntax"
 	"github.com/go-chi/chi/v5"
@@ -15,6 +16,7 @@ import (
 	"github.com/pdsbox/pds/auth"
 	"github.com/pdsbox/pds/blobstore"
 	"github.com/pdsbox/pds/events"
+	"github.com/pdsbox/pds/identity"
 )
 
 // Config is the part of the server configuration the API needs.
@@ -31,6 +33,14 @@ type Config struct {
 	ContactEmail         string
 	PrivacyPolicyURL     string
 	TermsOfServiceURL    string
+	// AppView answers app.bsky and chat.bsky calls by default (empty URL:
+	// none); ReportService takes createReport.
+	AppView, ReportService Service
+	// AllowPrivateUpstreams lifts the SSRF guard (https, public addresses)
+	// on proxy targets: for tests and development only.
+	AllowPrivateUpstreams bool
+	// RotationKey is the PLC rotation key, recommended to migrating users.
+	RotationKey atcrypto.PublicKey
 }
 
 // Deps are the domain services behind the API.
@@ -40,6 +50,7 @@ type Deps struct {
 	Auth     *auth.Store
 	Blobs    *blobstore.Store
 	Events   *events.Sequencer
+	Resolver *identity.Resolver
 	Lexicons lexicon.Catalog
 	Log      *slog.Logger
 	// LoginByIP and LoginByIdentifier bound createSession attempts; nil
@@ -58,6 +69,10 @@ type server struct {
 	loginIP  *auth.RateLimiter
 	loginID  *auth.RateLimiter
 	tids     *syntax.TIDClock // record keys for creates without one
+	resolver *identity.Resolver
+	upstream *http.Client // proxied calls, behind the SSRF guard
+	// handleLimit bounds handle updates (the reference: 10 per 5 minutes).
+	handleLimit *auth.RateLimiter
 }
 
 // Body limits, as the reference PDS sets them.
@@ -73,7 +88,9 @@ func NewRouter(d Deps) http.Handler {
 		d.Log = slog.Default()
 	}
 	s := &server{cfg: d.Config, accounts: d.Accounts, auth: d.Auth, blobs: d.Blobs, events: d.Events, lex: d.Lexicons, log: d.Log,
-		loginIP: d.LoginByIP, loginID: d.LoginByIdentifier, tids: syntax.NewTIDClock(0)}
+		loginIP: d.LoginByIP, loginID: d.LoginByIdentifier, tids: syntax.NewTIDClock(0), resolver: d.Resolver,
+		upstream:    identity.NewSafeClient(0, d.Config.AllowPrivateUpstreams),
+		handleLimit: auth.NewRateLimiter(10, 5*time.Minute, nil)}
 	if s.loginIP == nil {
 		s.loginIP = auth.NewRateLimiter(30, 5*time.Minute, nil)
 	}
@@ -111,7 +128,20 @@ func NewRouter(d Deps) http.Handler {
 	r.Get("/xrpc/com.atproto.repo.getRecord", s.getRecord)
 	r.Get("/xrpc/com.atproto.repo.listRecords", s.listRecords)
 	r.Get("/xrpc/com.atproto.repo.describeRepo", s.describeRepo)
-	r.With(std).Post("/xrpc/com.atproto.repo.uploadBlob", s.uploadBlob)
+	r.With(s.requireAuthOrService("com.atproto.repo.uploadBlob")).Post("/xrpc/com.atproto.repo.uploadBlob", s.uploadBlob)
+
+	// com.atproto.identity
+	r.Get("/xrpc/com.atproto.identity.resolveHandle", s.resolveHandle)
+	r.Get("/xrpc/com.atproto.identity.resolveDid", s.resolveDid)
+	r.With(full).Post("/xrpc/com.atproto.identity.updateHandle", s.updateHandle)
+	r.With(std).Get("/xrpc/com.atproto.identity.getRecommendedDidCredentials", s.getRecommendedDidCredentials)
+	r.With(std).Get("/xrpc/com.atproto.server.getServiceAuth", s.getServiceAuth)
+
+	// app.bsky served here; the rest is proxied
+	r.With(std).Get("/xrpc/app.bsky.actor.getPreferences", s.getPreferences)
+	r.With(std).Post("/xrpc/app.bsky.actor.putPreferences", s.putPreferences)
+	r.With(std).Get("/xrpc/app.bsky.feed.getFeed", s.getFeed)
+	r.With(std).Post("/xrpc/app.bsky.notification.registerPush", s.registerPush)
 
 	// com.atproto.sync
 	r.Get("/xrpc/com.atproto.sync.subscribeRepos", s.subscribeRepos)
@@ -126,7 +156,7 @@ func NewRouter(d Deps) http.Handler {
 	r.Get("/xrpc/com.atproto.sync.getBlob", s.getBlob)
 	r.Get("/xrpc/com.atproto.sync.listBlobs", s.listBlobs)
 
-	r.HandleFunc("/xrpc/*", s.notImplemented)
+	r.HandleFunc("/xrpc/*", s.catchAll)
 	r.NotFound(s.notFound)
 	r.MethodNotAllowed(s.methodNotAllowed)
 	return r

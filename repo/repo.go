@@ -439,6 +439,9 @@ func (r *Repo) build(tx *bolt.Tx, h *head, preps []prepared) (*Commit, error) {
 	if err := writeHead(tx, &head{commit: commitCID, rev: rev, data: diff.Root}); err != nil {
 		return nil, err
 	}
+	if err := noteRecent(tx, rev, out.Ops); err != nil {
+		return nil, err
+	}
 	out.Blobs = uniqueCIDs(out.Blobs)
 	out.CAR = car.bytes()
 	if len(out.CAR) > MaxCommitBytes {

@@ -25,6 +25,7 @@ var (
 	bucketBlocks    = []byte("blocks")
 	bucketBlockRevs = []byte("block_revs")
 	bucketRecords   = []byte("records")
+	bucketRecent    = []byte("recent_writes")
 	bucketMeta      = []byte("repo_meta")
 
 	metaDID    = []byte("did")
@@ -39,7 +40,7 @@ const revLen = 13
 const blockHeaderLen = revLen + 4
 
 func createBuckets(tx *bolt.Tx) error {
-	for _, b := range [][]byte{bucketBlocks, bucketBlockRevs, bucketRecords, bucketMeta} {
+	for _, b := range [][]byte{bucketBlocks, bucketBlockRevs, bucketRecords, bucketMeta, bucketRecent} {
 		if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 			return fmt.Errorf("creating bucket %s: %w", b, err)
 		}
@@ -167,7 +168,7 @@ func writeHead(tx *bolt.Tx, h *head) error {
 // remains of an account creation that did not complete.
 func Destroy(db *bolt.DB) error {
 	return db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bucketBlocks, bucketBlockRevs, bucketRecords, bucketMeta} {
+		for _, b := range [][]byte{bucketBlocks, bucketBlockRevs, bucketRecords, bucketMeta, bucketRecent} {
 			if err := tx.DeleteBucket(b); err != nil && !errors.Is(err, bolterrors.ErrBucketNotFound) {
 				return err
 			}

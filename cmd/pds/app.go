@@ -72,17 +72,24 @@ func (a *app) wire(ctx context.Context) error {
 	if a.events, err = events.New(a.db, events.Config{Retention: cfg.EventRetention, Log: a.log, OnPublish: a.crawler.Notify}); err != nil {
 		return err
 	}
+	plc := &identity.PLCClient{URL: cfg.PLCURL, HTTP: &http.Client{Timeout: 15 * time.Second}}
+	resolver := &identity.Resolver{PLC: plc, HTTP: identity.NewSafeClient(15*time.Second, cfg.AllowPrivateUpstreams)}
 	a.accounts, err = account.Open(ctx, a.db, a.auth, a.blobs, account.Config{
 		DataDir:        cfg.DataDir,
 		Hostname:       cfg.Hostname,
 		PublicURL:      cfg.PublicURL,
 		ServiceDomains: cfg.ServiceDomains,
 		DIDMethod:      account.DIDMethod(cfg.DIDMethod),
-		PLC:            &identity.PLCClient{URL: cfg.PLCURL, HTTP: &http.Client{Timeout: 15 * time.Second}},
+		PLC:            plc,
+		Resolver:       resolver,
 		RotationKey:    cfg.RotationKey,
 		Log:            a.log,
 		Events:         a.events,
 	})
+	if err != nil {
+		return err
+	}
+	rotationPub, err := cfg.RotationKey.PublicKey()
 	if err != nil {
 		return err
 	}
@@ -92,16 +99,21 @@ func (a *app) wire(ctx context.Context) error {
 	}
 	a.handler = api.NewRouter(api.Deps{
 		Config: api.Config{
-			Version:              version,
-			Hostname:             cfg.Hostname,
-			PublicURL:            cfg.PublicURL,
-			ServiceDID:           cfg.ServiceDID,
-			AvailableUserDomains: cfg.ServiceDomains,
-			InviteRequired:       cfg.InviteRequired,
-			AdminPassword:        cfg.AdminPassword,
-			BlobUploadLimit:      cfg.BlobLimit,
-			ContactEmail:         cfg.ContactEmail,
+			Version:               version,
+			Hostname:              cfg.Hostname,
+			PublicURL:             cfg.PublicURL,
+			ServiceDID:            cfg.ServiceDID,
+			AvailableUserDomains:  cfg.ServiceDomains,
+			InviteRequired:        cfg.InviteRequired,
+			AdminPassword:         cfg.AdminPassword,
+			BlobUploadLimit:       cfg.BlobLimit,
+			ContactEmail:          cfg.ContactEmail,
+			AppView:               api.Service{DID: cfg.AppViewDID, URL: cfg.AppViewURL},
+			ReportService:         api.Service{DID: cfg.ReportDID, URL: cfg.ReportURL},
+			AllowPrivateUpstreams: cfg.AllowPrivateUpstreams,
+			RotationKey:           rotationPub,
 		},
+		Resolver: resolver,
 		Accounts: a.accounts,
 		Auth:     a.auth,
 		Blobs:    a.blobs,

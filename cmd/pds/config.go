@@ -38,6 +38,13 @@ type config struct {
 	ContactEmail   string
 	Crawlers       []string
 	EventRetention time.Duration
+	AppViewURL     string
+	AppViewDID     string
+	ReportURL      string
+	ReportDID      string
+	// AllowPrivateUpstreams lifts the SSRF guard for proxying and
+	// resolution (PDS_DEV_ALLOW_PRIVATE_UPSTREAMS): tests and development.
+	AllowPrivateUpstreams bool
 
 	// MinLoginDuration is the least time a login takes (0: the auth
 	// default); tests shorten it.
@@ -117,7 +124,31 @@ func loadConfig(getenv env, listenFlag, dataFlag string) (*config, error) {
 		return nil, fmt.Errorf("PDS_DID_METHOD must be plc or web, not %q", c.DIDMethod)
 	}
 	c.InviteRequired = getenv.str("PDS_INVITE_REQUIRED", "true") != "false"
-	for _, u := range strings.Split(getenv.str("PDS_CRAWLERS", ""), ",") {
+	// A public server announces itself to the main relay unless told
+	// otherwise; a localhost one has nobody to tell.
+	defCrawlers, defAppView, defAppViewDID, defReport, defReportDID := "", "", "", "", ""
+	if c.Hostname != "localhost" {
+		defCrawlers = "https://bsky.network"
+		defAppView, defAppViewDID = "https://api.bsky.app", "did:web:api.bsky.app"
+		defReport, defReportDID = "https://mod.bsky.app", "did:plc:ar7c4by46qjdydhdevvrndac"
+	}
+	c.AppViewURL = strings.TrimSuffix(getenv.str("PDS_BSKY_APP_VIEW_URL", defAppView), "/")
+	c.AppViewDID = getenv.str("PDS_BSKY_APP_VIEW_DID", defAppViewDID)
+	c.ReportURL = strings.TrimSuffix(getenv.str("PDS_REPORT_SERVICE_URL", defReport), "/")
+	c.ReportDID = getenv.str("PDS_REPORT_SERVICE_DID", defReportDID)
+	for _, p := range []struct{ name, u, did string }{{"PDS_BSKY_APP_VIEW", c.AppViewURL, c.AppViewDID}, {"PDS_REPORT_SERVICE", c.ReportURL, c.ReportDID}} {
+		if p.u == "" {
+			continue
+		}
+		if pu, err := url.Parse(p.u); err != nil || (pu.Scheme != "https" && pu.Scheme != "http") || pu.Host == "" {
+			return nil, fmt.Errorf("%s_URL %q is not an http(s) URL", p.name, p.u)
+		}
+		if _, err := syntax.ParseDID(p.did); err != nil {
+			return nil, fmt.Errorf("%s_DID %q is not a DID (it is required with %s_URL)", p.name, p.did, p.name)
+		}
+	}
+	c.AllowPrivateUpstreams = getenv.str("PDS_DEV_ALLOW_PRIVATE_UPSTREAMS", "") == "true"
+	for _, u := range strings.Split(getenv.str("PDS_CRAWLERS", defCrawlers), ",") {
 		if u = strings.TrimSpace(u); u != "" {
 			if pu, err := url.Parse(u); err != nil || (pu.Scheme != "https" && pu.Scheme != "http") || pu.Host == "" {
 				return nil, fmt.Errorf("PDS_CRAWLERS: %q is not an http(s) URL", u)

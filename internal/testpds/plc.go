@@ -95,9 +95,15 @@ func (m *MockPLC) serve(w http.ResponseWriter, r *http.Request) {
 		m.mu.Unlock()
 		w.WriteHeader(http.StatusOK)
 	case http.MethodGet:
+		did, tail, _ := strings.Cut(did, "/")
 		m.mu.Lock()
 		ops := m.ops[did]
 		m.mu.Unlock()
+		if tail == "log/last" && len(ops) > 0 {
+			w.Header().Set("Content-Type", "application/json")
+			_ = json.NewEncoder(w).Encode(ops[len(ops)-1])
+			return
+		}
 		if len(ops) == 0 {
 			m.fail(w, 404, "DID not registered: %s", did)
 			return

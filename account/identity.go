@@ -1,0 +1,133 @@
+package account
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/bluesky-social/indigo/atproto/syntax"
+	"github.com/pdsbox/pds/identity"
+	bolt "go.etcd.io/bbolt"
+)
+
+// ErrHandleNotVerified: a handle outside this server's domains does not
+// resolve (DNS TXT or https well-known) to the account's DID.
+var ErrHandleNotVerified = errors.New("handle does not resolve to this account's DID")
+
+// UpdateHandle changes the account's handle. A handle that is the hostname
+// or under one of the server's domains is served by us; any other must
+// already resolve to the account's DID. For did:plc the directory is updated
+// with a signed operation first; then the handle and its #identity event are
+// stored in one transaction. Repeating the current handle re-announces it,
+// which is how a stale handle is repaired downstream.
+func (s *Service) UpdateHandle(ctx context.Context, raw string) (syntax.Handle, error) {
+	h, err := syntax.ParseHandle(strings.ToLower(strings.TrimSpace(raw)))
+	if err != nil {
+		return "", fmt.Errorf("%w: %v", ErrInvalidHandle, err)
+	}
+	h = h.Normalize()
+	if !h.AllowedTLD() {
+		return "", fmt.Errorf("%w: top-level domain not allowed", ErrInvalidHandle)
+	}
+	acct, err := s.auth.Account(ctx)
+	if err != nil {
+		return "", err
+	}
+	if identity.HandleAllowed(h, s.cfg.Hostname, s.cfg.ServiceDomains) != nil {
+		if s.cfg.Resolver == nil {
+			return "", fmt.Errorf("%w: no resolver configured", ErrHandleNotVerified)
+		}
+		did, err := s.cfg.Resolver.ResolveHandle(ctx, h)
+		if err != nil {
+			return "", fmt.Errorf("%w: %v", ErrHandleNotVerified, err)
+		}
+		if did != acct.DID {
+			return "", fmt.Errorf("%w: %s points to %s", ErrHandleNotVerified, h, did)
+		}
+	}
+	if acct.DID.Method() == "plc" {
+		if s.cfg.PLC == nil || s.cfg.RotationKey == nil {
+			return "", fmt.Errorf("%w: no PLC directory or rotation key", ErrDIDCreation)
+		}
+		last, err := s.cfg.PLC.LastOp(ctx, acct.DID)
+		if err != nil {
+			return "", fmt.Errorf("%w: %w", ErrDIDUpdate, err)
+		}
+		op, err := identity.PLCUpdateHandle(last, s.cfg.RotationKey, h)
+		if err != nil {
+			return "", err
+		}
+		if err := s.cfg.PLC.Submit(ctx, acct.DID, op); err != nil {
+			return "", fmt.Errorf("%w: %w", ErrDIDUpdate, err)
+		}
+	}
+	err = s.db.Update(func(tx *bolt.Tx) error {
+		if err := s.auth.UpdateHandleTx(tx, h); err != nil {
+			return err
+		}
+		if s.cfg.Events != nil {
+			_, err := s.cfg.Events.AppendIdentity(tx, acct.DID, h.String())
+			return err
+		}
+		return nil
+	})
+	if err != nil {
+		return "", err
+	}
+	s.cfg.Log.Info("handle updated", "did", acct.DID, "handle", h)
+	return h, nil
+}
+
+// ErrDIDUpdate: the PLC directory refused or could not be reached.
+var ErrDIDUpdate = errors.New("could not update the DID document")
+
+var bucketPrefs = []byte("account_prefs")
+
+const prefsKey = "app.bsky"
+
+// MaxPreferencesBytes bounds the stored preferences.
+const MaxPreferencesBytes = 256 << 10
+
+// Preferences returns the stored app.bsky preferences (a JSON array of
+// objects each with $type), or an empty list.
+func (s *Service) Preferences() ([]json.RawMessage, error) {
+	var out []json.RawMessage
+	err := s.db.View(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketPrefs)
+		if b == nil {
+			return nil
+		}
+		v := b.Get([]byte(prefsKey))
+		if v == nil {
+			return nil
+		}
+		return json.Unmarshal(v, &out)
+	})
+	if out == nil {
+		out = []json.RawMessage{}
+	}
+	return out, err
+}
+
+// PutPreferences replaces the app.bsky preferences.
+func (s *Service) PutPreferences(prefs []json.RawMessage) error {
+	v, err := json.Marshal(prefs)
+	if err != nil {
+		return err
+	}
+	if len(v) > MaxPreferencesBytes {
+		return fmt.Errorf("%w: preferences over %d bytes", ErrInvalidPreferences, MaxPreferencesBytes)
+	}
+	return s.db.Update(func(tx *bolt.Tx) error {
+		b, err := tx.CreateBucketIfNotExists(bucketPrefs)
+		if err != nil {
+			return err
+		}
+		return b.Put([]byte(prefsKey), v)
+	})
+}
+
+// ErrInvalidPreferences: preferences that are too large.
+var ErrInvalidPreferences = errors.New("invalid preferences")
