@@ -37,6 +37,7 @@ type app struct {
 	accounts *account.Service
 	events   *events.Sequencer
 	crawler  *events.Crawler
+	resolver *identity.Resolver // shared by the API and the account
 	handler  http.Handler
 }
 
@@ -74,6 +75,7 @@ func (a *app) wire(ctx context.Context) error {
 	}
 	plc := &identity.PLCClient{URL: cfg.PLCURL, HTTP: &http.Client{Timeout: 15 * time.Second}}
 	resolver := &identity.Resolver{PLC: plc, HTTP: identity.NewSafeClient(15*time.Second, cfg.AllowPrivateUpstreams)}
+	a.resolver = resolver
 	a.accounts, err = account.Open(ctx, a.db, a.auth, a.blobs, account.Config{
 		DataDir:        cfg.DataDir,
 		Hostname:       cfg.Hostname,
