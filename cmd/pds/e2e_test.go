@@ -2,17 +2,13 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"crypto/rand"
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
-	"strconv"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/pdsbox/pds/internal/testpds"
 )
@@ -27,40 +23,7 @@ type testServer struct {
 
 func startServer(t *testing.T, extra map[string]string) *testServer {
 	t.Helper()
-	plc := testpds.NewMockPLC(t)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := ln.Addr().(*net.TCPAddr).Port
-	vars := map[string]string{
-		"PDS_HOSTNAME":               "localhost",
-		"PDS_PORT":                   strconv.Itoa(port),
-		"PDS_DATA_DIRECTORY":         t.TempDir(),
-		"PDS_DID_PLC_URL":            plc.URL,
-		"PDS_SERVICE_HANDLE_DOMAINS": ".test",
-		"PDS_ADMIN_PASSWORD":         "admin-secret",
-		"LOG_LEVEL":                  "error",
-	}
-	for k, v := range extra {
-		vars[k] = v
-	}
-	cfg, err := loadConfig(func(k string) string { return vars[k] }, "", "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.MinLoginDuration = -1
-	a, err := openApp(context.Background(), cfg, newLogger(io.Discard, "error"), time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &http.Server{Handler: a.handler, ReadHeaderTimeout: 5 * time.Second}
-	go srv.Serve(ln)
-	t.Cleanup(func() {
-		srv.Close()
-		a.Close()
-	})
-	return &testServer{URL: "http://" + ln.Addr().String(), app: a, plc: plc}
+	return startServerWith(t, extra, nil)
 }
 
 // call does one XRPC request. body may be nil, a []byte (sent raw with
