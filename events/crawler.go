@@ -68,58 +68,56 @@ func (c *Crawler) Run(ctx context.Context) {
 	if len(c.cfg.URLs) == 0 {
 		return
 	}
-	c.requestAll(ctx, true)
-	tick := time.NewTicker(time.Minute)
+	for _, u := range c.cfg.URLs {
+		c.request(ctx, u)
+	}
+	// Check often enough for the shortest interval.
+	tick := time.NewTicker(min(time.Minute, c.cfg.MinInterval, c.cfg.IdleInterval))
 	defer tick.Stop()
-	pendingEvent := false
+	// owed holds the relays not yet told about events since their last
+	// request: a throttled event is sent once MinInterval has passed, not
+	// dropped. The first event after startup goes out at once.
+	owed := map[string]bool{}
 	firstEvent := true
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-c.kick:
-			pendingEvent = true
+			for _, u := range c.cfg.URLs {
+				owed[u] = true
+			}
 		case <-tick.C:
 		}
-		if pendingEvent {
-			// The first event after startup goes out at once; later ones at
-			// most every MinInterval.
-			if c.requestDue(ctx, firstEvent, c.cfg.MinInterval) {
-				pendingEvent, firstEvent = false, false
-			}
-			continue
+		force := firstEvent && len(owed) > 0
+		if force {
+			firstEvent = false
 		}
-		c.requestDue(ctx, false, c.cfg.IdleInterval)
+		for _, u := range c.cfg.URLs {
+			every := c.cfg.IdleInterval
+			if owed[u] {
+				every = c.cfg.MinInterval
+			}
+			if !force && !c.due(u, every) {
+				continue
+			}
+			if c.request(ctx, u) {
+				delete(owed, u)
+			}
+		}
 	}
 }
 
-// requestDue notifies each relay whose last success is older than every,
-// respecting the backoff of failing ones; it reports whether all are done.
-func (c *Crawler) requestDue(ctx context.Context, force bool, every time.Duration) bool {
-	all := true
-	for _, u := range c.cfg.URLs {
-		c.mu.Lock()
-		last, fails := c.last[u], c.fails[u]
-		c.mu.Unlock()
-		wait := every
-		if fails > 0 {
-			wait = backoff(fails)
-		}
-		if !force && time.Since(last) < wait {
-			if fails > 0 {
-				all = false
-			}
-			continue
-		}
-		if !c.request(ctx, u) {
-			all = false
-		}
+// due reports whether relay u may be asked again: its last attempt is older
+// than every, or than its backoff while it fails.
+func (c *Crawler) due(u string, every time.Duration) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	wait := every
+	if c.fails[u] > 0 {
+		wait = backoff(c.fails[u])
 	}
-	return all
-}
-
-func (c *Crawler) requestAll(ctx context.Context, force bool) {
-	c.requestDue(ctx, force, 0)
+	return time.Since(c.last[u]) >= wait
 }
 
 // backoff is 1, 2, 4 … minutes, at most an hour.

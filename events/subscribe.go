@@ -91,7 +91,15 @@ func (s *Sequencer) Subscribe(ctx context.Context, cursor *int64, info func(Info
 			pos = 0
 		}
 		if pos > s.LastSeq() {
-			return ErrFutureCursor
+			// Committed events may not have reached live consumers yet;
+			// a consumer may have read them from storage.
+			head, err := s.committedSeq()
+			if err != nil {
+				return err
+			}
+			if pos > head {
+				return ErrFutureCursor
+			}
 		}
 		oldest, err := s.oldestSeq()
 		if err != nil {
@@ -188,6 +196,16 @@ func (s *Sequencer) replay(ctx context.Context, pos int64, send func([]byte) err
 		}
 		pos = last
 	}
+}
+
+// committedSeq is the last seq assigned by a committed transaction.
+func (s *Sequencer) committedSeq() (int64, error) {
+	var seq int64
+	err := s.db.View(func(tx *bolt.Tx) error {
+		seq = int64(tx.Bucket(bucketEvents).Sequence())
+		return nil
+	})
+	return seq, err
 }
 
 // oldestSeq is the seq of the oldest kept event, 0 if there is none.
