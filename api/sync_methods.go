@@ -215,6 +215,8 @@ func (s *server) subscribeRepos(w http.ResponseWriter, r *http.Request) {
 		}
 		cursor = &n
 	}
+	done := s.events.Track()
+	defer done()
 	conn, err := upgrader.Upgrade(w, r, nil)
 	if err != nil {
 		return // the upgrader has answered

@@ -6,6 +6,7 @@ package events
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -64,6 +65,7 @@ type Sequencer struct {
 	pending map[int64][]byte // committed, waiting for a lower seq
 	subs    map[*liveSub]struct{}
 	closed  bool
+	conns   sync.WaitGroup // consumer connections, for Wait
 }
 
 // New opens the sequencer over db, creating its bucket.
@@ -313,5 +315,27 @@ func (s *Sequencer) Close() {
 	s.closed = true
 	for sub := range s.subs {
 		sub.kill(ErrClosed)
+	}
+}
+
+// Track registers a consumer connection; call done once it has said
+// goodbye (its close frame is written), so that Wait can let a shutdown
+// finish cleanly.
+func (s *Sequencer) Track() (done func()) {
+	s.conns.Add(1)
+	var once sync.Once
+	return func() { once.Do(s.conns.Done) }
+}
+
+// Wait blocks until every tracked connection is done or ctx ends.
+func (s *Sequencer) Wait(ctx context.Context) {
+	ch := make(chan struct{})
+	go func() {
+		s.conns.Wait()
+		close(ch)
+	}()
+	select {
+	case <-ch:
+	case <-ctx.Done():
 	}
 }

@@ -110,7 +110,13 @@ func loadConfig(getenv env, listenFlag, dataFlag string) (*config, error) {
 		return nil, fmt.Errorf("PDS_DID_PLC_URL %q is not an http(s) URL", c.PLCURL)
 	}
 	c.ServiceDID = getenv.str("PDS_SERVICE_DID", "did:web:"+c.Hostname)
-	domains := getenv.str("PDS_SERVICE_HANDLE_DOMAINS", "."+c.Hostname)
+	// A localhost server cannot hand out *.localhost handles (not an
+	// allowed TLD): offer .test, as the reference's dev setup does.
+	defDomains := "." + c.Hostname
+	if c.Hostname == "localhost" {
+		defDomains = ".test"
+	}
+	domains := getenv.str("PDS_SERVICE_HANDLE_DOMAINS", defDomains)
 	for _, d := range strings.Split(domains, ",") {
 		if d = strings.ToLower(strings.TrimSpace(d)); d != "" {
 			if !strings.HasPrefix(d, ".") {

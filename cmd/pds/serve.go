@@ -79,7 +79,12 @@ func serve(args []string, stdout, stderr io.Writer) int {
 		}
 	case <-ctx.Done():
 		log.Info("shutting down")
-		a.events.Close() // firehose sockets are hijacked: Shutdown does not wait for them
+		// Firehose sockets are hijacked: Shutdown does not wait for them, so
+		// close them here and give them a moment to send their close frame.
+		a.events.Close()
+		wctx, wcancel := context.WithTimeout(context.Background(), 3*time.Second)
+		a.events.Wait(wctx)
+		wcancel()
 		sctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 		defer cancel()
 		if err := srv.Shutdown(sctx); err != nil {
