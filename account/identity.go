@@ -35,7 +35,12 @@ func (s *Service) UpdateHandle(ctx context.Context, raw string) (syntax.Handle, 
 	if err != nil {
 		return "", err
 	}
-	if identity.HandleAllowed(h, s.cfg.Hostname, s.cfg.ServiceDomains) != nil {
+	if err := identity.HandleAllowed(h, s.cfg.Hostname, s.cfg.ServiceDomains); err != nil {
+		// A malformed name under our domains is refused as such; only a
+		// name outside them needs to prove it points here.
+		if !errors.Is(err, identity.ErrUnsupportedDomain) {
+			return "", err
+		}
 		if s.cfg.Resolver == nil {
 			return "", fmt.Errorf("%w: no resolver configured", ErrHandleNotVerified)
 		}
@@ -55,12 +60,16 @@ func (s *Service) UpdateHandle(ctx context.Context, raw string) (syntax.Handle, 
 		if err != nil {
 			return "", fmt.Errorf("%w: %w", ErrDIDUpdate, err)
 		}
-		op, err := identity.PLCUpdateHandle(last, s.cfg.RotationKey, h)
-		if err != nil {
-			return "", err
-		}
-		if err := s.cfg.PLC.Submit(ctx, acct.DID, op); err != nil {
-			return "", fmt.Errorf("%w: %w", ErrDIDUpdate, err)
+		// The document may already name the handle (a repeated update):
+		// then only the #identity event is sent again, as the reference does.
+		if len(last.AlsoKnownAs) == 0 || last.AlsoKnownAs[0] != "at://"+h.String() {
+			op, err := identity.PLCUpdateHandle(last, s.cfg.RotationKey, h)
+			if err != nil {
+				return "", err
+			}
+			if err := s.cfg.PLC.Submit(ctx, acct.DID, op); err != nil {
+				return "", fmt.Errorf("%w: %w", ErrDIDUpdate, err)
+			}
 		}
 	}
 	err = s.db.Update(func(tx *bolt.Tx) error {

@@ -69,6 +69,8 @@ var errorTable = []struct {
 	{identity.ErrUnsupportedDomain, 400, "UnsupportedDomain", ""},
 	{identity.ErrInvalidHandle, 400, "InvalidHandle", ""},
 	{account.ErrDIDCreation, 502, "UpstreamFailure", ""},
+	{account.ErrHandleNotVerified, 400, "InvalidRequest", "External handle did not resolve to DID"},
+	{account.ErrDIDUpdate, 502, "UpstreamFailure", ""},
 	{blobstore.ErrTooLarge, 413, "PayloadTooLarge", "request entity too large"},
 	{blobstore.ErrBlobNotFound, 400, "BlobNotFound", ""},
 	{blobstore.ErrNotFound, 400, "BlobNotFound", "Blob not found"},

@@ -132,13 +132,13 @@ func (s *server) getServiceAuth(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		if protectedMethods[lxm] {
-			writeError(w, r, s.log, invalidRequest("cannot request a service token for a protected method"))
+			writeError(w, r, s.log, invalidRequest("cannot request a service auth token for the following protected method: %s", lxm))
 			return
 		}
 	}
 	claims := claimsFrom(r.Context())
 	if lxm != "" && privilegedMethods[lxm] && claims.Scope != auth.ScopeAccess && claims.Scope != auth.ScopeAppPassPrivileged {
-		writeError(w, r, s.log, xerr(http.StatusBadRequest, "InvalidToken", "Bad token method"))
+		writeError(w, r, s.log, invalidRequest("insufficient access to request a service auth token for the following method: %s", lxm))
 		return
 	}
 	now := time.Now()

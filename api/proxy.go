@@ -76,11 +76,9 @@ var (
 	forwardResponseHeaders = []string{"Content-Length", "Content-Encoding", "Content-Type", "Content-Language", "Atproto-Repo-Rev", "Atproto-Content-Labelers", "Retry-After"}
 )
 
-// parseProxyHeader splits "did#serviceId", with the reference's messages.
+// parseProxyHeader splits "did#serviceId", with the reference's checks in
+// the reference's order, so that each malformed header gets its message.
 func parseProxyHeader(h string) (syntax.DID, string, error) {
-	if strings.Contains(h, " ") {
-		return "", "", invalidRequest("proxy header cannot contain spaces")
-	}
 	i := strings.IndexByte(h, '#')
 	if i == 0 {
 		return "", "", invalidRequest("no did specified in proxy header")
@@ -88,12 +86,15 @@ func parseProxyHeader(h string) (syntax.DID, string, error) {
 	if i < 0 || i == len(h)-1 {
 		return "", "", invalidRequest("no service id specified in proxy header")
 	}
-	if strings.Count(h, "#") != 1 {
+	if strings.IndexByte(h[i+1:], '#') >= 0 {
 		return "", "", invalidRequest("invalid proxy header format")
+	}
+	if strings.Contains(h, " ") {
+		return "", "", invalidRequest("proxy header cannot contain spaces")
 	}
 	did, err := syntax.ParseDID(h[:i])
 	if err != nil {
-		return "", "", invalidRequest("invalid DID in proxy header")
+		return "", "", invalidRequest("Poorly formatted DID: %s", h[:i])
 	}
 	return did, h[i+1:], nil
 }
@@ -111,11 +112,14 @@ func (s *server) proxyTarget(ctx context.Context, r *http.Request, nsid string) 
 			return s.cfg.AppView, nil
 		}
 		if s.resolver == nil {
-			return Service{}, invalidRequest("could not resolve proxy did service url")
+			return Service{}, invalidRequest("could not resolve proxy did")
 		}
 		u, err := s.resolver.ServiceEndpoint(ctx, did, svc)
-		if err != nil {
+		if errors.Is(err, identity.ErrServiceNotFound) {
 			return Service{}, invalidRequest("could not resolve proxy did service url")
+		}
+		if err != nil {
+			return Service{}, invalidRequest("could not resolve proxy did")
 		}
 		return Service{DID: did.String(), URL: u}, nil
 	}
