@@ -186,6 +186,15 @@ func (s *Service) SigningKey() (atcrypto.PrivateKey, error) {
 	return s.key, nil
 }
 
+// PublicKey returns the repo signing key's public half, or ErrNoAccount.
+func (s *Service) PublicKey() (atcrypto.PublicKey, error) {
+	k, err := s.SigningKey()
+	if err != nil {
+		return nil, err
+	}
+	return k.PublicKey()
+}
+
 // Exists reports whether the account has been created.
 func (s *Service) Exists() bool {
 	_, err := s.Repo()

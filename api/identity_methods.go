@@ -67,12 +67,7 @@ func (s *server) getRecommendedDidCredentials(w http.ResponseWriter, r *http.Req
 		writeError(w, r, s.log, err)
 		return
 	}
-	key, err := s.accounts.SigningKey()
-	if err != nil {
-		writeError(w, r, s.log, err)
-		return
-	}
-	pub, err := key.PublicKey()
+	pub, err := s.accounts.PublicKey()
 	if err != nil {
 		writeError(w, r, s.log, err)
 		return

@@ -197,12 +197,7 @@ func (s *server) requireAuthOrService(lxm string) func(http.Handler) http.Handle
 				writeError(w, r, s.log, err)
 				return
 			}
-			key, err := s.accounts.SigningKey()
-			if err != nil {
-				writeError(w, r, s.log, err)
-				return
-			}
-			pub, err := key.PublicKey()
+			pub, err := s.accounts.PublicKey()
 			if err != nil {
 				writeError(w, r, s.log, err)
 				return

@@ -130,20 +130,6 @@ type createRecordInput struct {
 	SwapCommit string          `json:"swapCommit"`
 }
 
-func (s *server) createRecord(w http.ResponseWriter, r *http.Request) {
-	var in createRecordInput
-	if err := decodeJSON(w, r, maxRecordBody, &in); err != nil {
-		writeError(w, r, s.log, err)
-		return
-	}
-	out, err := s.doCreateRecord(r, &in)
-	if err != nil {
-		writeError(w, r, s.log, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, out)
-}
-
 func (s *server) doCreateRecord(r *http.Request, in *createRecordInput) (map[string]any, error) {
 	rp, err := s.writableRepo(r, in.Repo)
 	if err != nil {
@@ -190,20 +176,6 @@ type putRecordInput struct {
 	Record     json.RawMessage `json:"record"`
 	SwapRecord json.RawMessage `json:"swapRecord"`
 	SwapCommit string          `json:"swapCommit"`
-}
-
-func (s *server) putRecord(w http.ResponseWriter, r *http.Request) {
-	var in putRecordInput
-	if err := decodeJSON(w, r, maxRecordBody, &in); err != nil {
-		writeError(w, r, s.log, err)
-		return
-	}
-	out, err := s.doPutRecord(r, &in)
-	if err != nil {
-		writeError(w, r, s.log, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, out)
 }
 
 func (s *server) doPutRecord(r *http.Request, in *putRecordInput) (map[string]any, error) {
@@ -281,20 +253,6 @@ type deleteRecordInput struct {
 	SwapCommit string `json:"swapCommit"`
 }
 
-func (s *server) deleteRecord(w http.ResponseWriter, r *http.Request) {
-	var in deleteRecordInput
-	if err := decodeJSON(w, r, maxJSONBody, &in); err != nil {
-		writeError(w, r, s.log, err)
-		return
-	}
-	out, err := s.doDeleteRecord(r, &in)
-	if err != nil {
-		writeError(w, r, s.log, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, out)
-}
-
 func (s *server) doDeleteRecord(r *http.Request, in *deleteRecordInput) (map[string]any, error) {
 	rp, err := s.writableRepo(r, in.Repo)
 	if err != nil {
@@ -344,20 +302,6 @@ type applyWrite struct {
 }
 
 const applyWritesNS = "com.atproto.repo.applyWrites#"
-
-func (s *server) applyWrites(w http.ResponseWriter, r *http.Request) {
-	var in applyWritesInput
-	if err := decodeJSON(w, r, maxRecordBody, &in); err != nil {
-		writeError(w, r, s.log, err)
-		return
-	}
-	out, err := s.doApplyWrites(r, &in)
-	if err != nil {
-		writeError(w, r, s.log, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, out)
-}
 
 func (s *server) doApplyWrites(r *http.Request, in *applyWritesInput) (map[string]any, error) {
 	rp, err := s.writableRepo(r, in.Repo)
@@ -553,11 +497,7 @@ func (s *server) describeRepo(w http.ResponseWriter, r *http.Request) {
 		if err != nil {
 			return err
 		}
-		key, err := s.accounts.SigningKey()
-		if err != nil {
-			return err
-		}
-		pub, err := key.PublicKey()
+		pub, err := s.accounts.PublicKey()
 		if err != nil {
 			return err
 		}

@@ -121,10 +121,10 @@ func NewRouter(d Deps) http.Handler {
 	r.With(full).Post("/xrpc/com.atproto.server.revokeAppPassword", s.revokeAppPassword)
 
 	// com.atproto.repo
-	r.With(std).Post("/xrpc/com.atproto.repo.createRecord", s.createRecord)
-	r.With(std).Post("/xrpc/com.atproto.repo.putRecord", s.putRecord)
-	r.With(std).Post("/xrpc/com.atproto.repo.deleteRecord", s.deleteRecord)
-	r.With(std).Post("/xrpc/com.atproto.repo.applyWrites", s.applyWrites)
+	r.With(std).Post("/xrpc/com.atproto.repo.createRecord", procedure(s, maxRecordBody, s.doCreateRecord))
+	r.With(std).Post("/xrpc/com.atproto.repo.putRecord", procedure(s, maxRecordBody, s.doPutRecord))
+	r.With(std).Post("/xrpc/com.atproto.repo.deleteRecord", procedure(s, maxJSONBody, s.doDeleteRecord))
+	r.With(std).Post("/xrpc/com.atproto.repo.applyWrites", procedure(s, maxRecordBody, s.doApplyWrites))
 	r.Get("/xrpc/com.atproto.repo.getRecord", s.getRecord)
 	r.Get("/xrpc/com.atproto.repo.listRecords", s.listRecords)
 	r.Get("/xrpc/com.atproto.repo.describeRepo", s.describeRepo)

@@ -48,12 +48,7 @@ func (s *server) didJSON(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, s.log, xerr(http.StatusNotFound, "NotFound", "no did:web document on this host"))
 		return
 	}
-	key, err := s.accounts.SigningKey()
-	if err != nil {
-		writeError(w, r, s.log, err)
-		return
-	}
-	pub, err := key.PublicKey()
+	pub, err := s.accounts.PublicKey()
 	if err != nil {
 		writeError(w, r, s.log, err)
 		return
