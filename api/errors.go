@@ -50,6 +50,7 @@ var errorTable = []struct {
 	{repo.ErrRecordExists, 400, "InvalidRequest", ""},
 	{repo.ErrRecordNotFound, 400, "RecordNotFound", "Could not locate record"},
 	{repo.ErrNoHead, 400, "RepoNotFound", "Could not find repo"},
+	{auth.ErrTokenRevoked, 400, "ExpiredToken", "Token has been revoked"},
 	{auth.ErrExpiredToken, 400, "ExpiredToken", "Token has expired"},
 	{auth.ErrInvalidToken, 400, "InvalidToken", "Token could not be verified"},
 	{auth.ErrInvalidLogin, 401, "AuthenticationRequired", "Invalid identifier or password"},

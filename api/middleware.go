@@ -112,6 +112,10 @@ func (s *server) requireAuth(level access) func(http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			tok, ok := bearer(r)
 			if !ok {
+				if r.Header.Get("Authorization") != "" {
+					writeError(w, r, s.log, xerr(http.StatusBadRequest, "InvalidToken", "Unexpected authorization type"))
+					return
+				}
 				writeError(w, r, s.log, errAuthMissing)
 				return
 			}

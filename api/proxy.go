@@ -140,6 +140,10 @@ func (s *server) catchAll(w http.ResponseWriter, r *http.Request) {
 		s.notImplemented(w, r)
 		return
 	}
+	if want, ok := s.local[nsid]; ok {
+		writeError(w, r, s.log, invalidRequest("Incorrect HTTP method (%s) expected %s", r.Method, want))
+		return
+	}
 	// Nowhere to send it: no header, and no default service for it.
 	if r.Header.Get("Atproto-Proxy") == "" && s.cfg.AppView.URL == "" &&
 		!(nsid == "com.atproto.moderation.createReport" && s.cfg.ReportService.URL != "") {
@@ -371,5 +375,41 @@ func (s *server) registerPush(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer resp.Body.Close()
+	relay(w, resp)
+}
+
+// forwardPublic relays an unauthenticated GET to target unchanged: reads of
+// public data this server does not hold.
+func (s *server) forwardPublic(w http.ResponseWriter, r *http.Request, target Service) {
+	if err := identity.CheckTarget(r.Context(), target.URL, s.cfg.AllowPrivateUpstreams); err != nil {
+		writeError(w, r, s.log, invalidRequest("proxy target refused: %v", err))
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), proxyTimeout)
+	defer cancel()
+	u := strings.TrimSuffix(target.URL, "/") + r.URL.Path
+	if r.URL.RawQuery != "" {
+		u += "?" + r.URL.RawQuery
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		writeError(w, r, s.log, invalidRequest("bad proxy request: %v", err))
+		return
+	}
+	for _, h := range forwardRequestHeaders {
+		if v := r.Header.Get(h); v != "" {
+			req.Header.Set(h, v)
+		}
+	}
+	resp, err := s.upstream.Do(req)
+	if err != nil {
+		writeError(w, r, s.log, xerr(http.StatusBadGateway, "UpstreamFailure", "Upstream service unreachable"))
+		return
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode >= 500 {
+		writeError(w, r, s.log, xerr(http.StatusBadGateway, "UpstreamFailure", "Upstream Failure"))
+		return
+	}
 	relay(w, resp)
 }

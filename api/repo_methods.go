@@ -398,6 +398,13 @@ func (s *server) doApplyWrites(r *http.Request, in *applyWritesInput) (map[strin
 
 func (s *server) getRecord(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
+	if _, err := s.ourRepo(r, q.Get("repo")); err != nil && s.cfg.AppView.URL != "" {
+		// Not hosted here: the reference asks the AppView.
+		if _, perr := syntax.ParseAtIdentifier(q.Get("repo")); perr == nil {
+			s.forwardPublic(w, r, s.cfg.AppView)
+			return
+		}
+	}
 	err := func() error {
 		rp, err := s.ourRepo(r, q.Get("repo"))
 		if err != nil {
@@ -439,6 +446,13 @@ func (s *server) getRecord(w http.ResponseWriter, r *http.Request) {
 
 func (s *server) listRecords(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
+	if _, err := s.ourRepo(r, q.Get("repo")); err != nil && s.cfg.AppView.URL != "" {
+		// Not hosted here: the reference asks the AppView.
+		if _, perr := syntax.ParseAtIdentifier(q.Get("repo")); perr == nil {
+			s.forwardPublic(w, r, s.cfg.AppView)
+			return
+		}
+	}
 	err := func() error {
 		rp, err := s.ourRepo(r, q.Get("repo"))
 		if err != nil {

@@ -6,6 +6,7 @@ package api
 import (
 	"log/slog"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/bluesky-social/indigo/atproto/atcrypto"
@@ -70,7 +71,8 @@ type server struct {
 	loginID  *auth.RateLimiter
 	tids     *syntax.TIDClock // record keys for creates without one
 	resolver *identity.Resolver
-	upstream *http.Client // proxied calls, behind the SSRF guard
+	upstream *http.Client      // proxied calls, behind the SSRF guard
+	local    map[string]string // local XRPC method → its HTTP method
 	// handleLimit bounds handle updates (the reference: 10 per 5 minutes).
 	handleLimit *auth.RateLimiter
 }
@@ -156,6 +158,15 @@ func NewRouter(d Deps) http.Handler {
 	r.Get("/xrpc/com.atproto.sync.getBlob", s.getBlob)
 	r.Get("/xrpc/com.atproto.sync.listBlobs", s.listBlobs)
 
+	// Remember which method each local XRPC route takes, so that a call with
+	// the wrong one is refused rather than proxied.
+	s.local = map[string]string{}
+	_ = chi.Walk(r, func(method, route string, _ http.Handler, _ ...func(http.Handler) http.Handler) error {
+		if nsid, ok := strings.CutPrefix(route, "/xrpc/"); ok {
+			s.local[nsid] = method
+		}
+		return nil
+	})
 	r.HandleFunc("/xrpc/*", s.catchAll)
 	r.NotFound(s.notFound)
 	r.MethodNotAllowed(s.methodNotAllowed)

@@ -7,16 +7,16 @@ import (
 
 	"github.com/pdsbox/pds/account"
 	"github.com/pdsbox/pds/auth"
+	"github.com/pdsbox/pds/identity"
 )
 
 func (s *server) describeServer(w http.ResponseWriter, r *http.Request) {
 	out := map[string]any{
-		"did":                       s.cfg.ServiceDID,
-		"availableUserDomains":      s.cfg.AvailableUserDomains,
-		"inviteCodeRequired":        s.cfg.InviteRequired,
-		"phoneVerificationRequired": false,
-		"links":                     map[string]string{},
-		"contact":                   map[string]string{},
+		"did":                  s.cfg.ServiceDID,
+		"availableUserDomains": s.cfg.AvailableUserDomains,
+		"inviteCodeRequired":   s.cfg.InviteRequired,
+		"links":                map[string]string{},
+		"contact":              map[string]string{},
 	}
 	if s.cfg.BlobUploadLimit > 0 {
 		out["blobUploadLimit"] = s.cfg.BlobUploadLimit
@@ -54,7 +54,7 @@ func (s *server) sessionOutput(sess *auth.Session) map[string]any {
 		"emailAuthFactor": false,
 		"active":          true,
 	}
-	if sess.Email != "" && sess.AppPassword == "" {
+	if sess.Email != "" {
 		out["email"] = sess.Email
 	}
 	return out
@@ -89,11 +89,15 @@ func (s *server) createAccount(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, s.log, err)
 		return
 	}
-	out := s.sessionOutput(sess)
-	writeJSON(w, http.StatusOK, map[string]any{
-		"accessJwt": out["accessJwt"], "refreshJwt": out["refreshJwt"],
-		"handle": out["handle"], "did": out["did"],
-	})
+	out := map[string]any{
+		"accessJwt": sess.AccessJWT, "refreshJwt": sess.RefreshJWT,
+		"handle": sess.Handle.String(), "did": sess.DID.String(),
+	}
+	// The document lets the client find its PDS without a lookup.
+	if pub, err := s.accounts.PublicKey(); err == nil {
+		out["didDoc"] = identity.DIDWebDocument(sess.DID, sess.Handle, pub, s.cfg.PublicURL)
+	}
+	writeJSON(w, http.StatusOK, out)
 }
 
 type createSessionInput struct {

@@ -170,7 +170,7 @@ func TestSetPassword(t *testing.T) {
 		if _, err := s.VerifyAccess(ctx, sess.AccessJWT); !errors.Is(err, ErrInvalidToken) {
 			t.Errorf("%s access token after SetPassword: %v", name, err)
 		}
-		if _, err := s.Refresh(ctx, sess.RefreshJWT); !errors.Is(err, ErrInvalidToken) {
+		if _, err := s.Refresh(ctx, sess.RefreshJWT); !errors.Is(err, ErrTokenRevoked) {
 			t.Errorf("%s refresh token after SetPassword: %v", name, err)
 		}
 	}

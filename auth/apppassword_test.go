@@ -144,7 +144,7 @@ func TestRevokeAppPassword(t *testing.T) {
 		if _, err := s.VerifyAccess(ctx, sess.AccessJWT); !errors.Is(err, ErrInvalidToken) {
 			t.Errorf("access token of revoked app password: %v", err)
 		}
-		if _, err := s.Refresh(ctx, sess.RefreshJWT); !errors.Is(err, ErrInvalidToken) {
+		if _, err := s.Refresh(ctx, sess.RefreshJWT); !errors.Is(err, ErrTokenRevoked) {
 			t.Errorf("refresh token of revoked app password: %v", err)
 		}
 	}

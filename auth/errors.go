@@ -1,6 +1,9 @@
 package auth
 
-import "errors"
+import (
+	"errors"
+	"fmt"
+)
 
 // Errors returned by the auth package. The api package maps each to one XRPC
 // error; wrapped errors carry the detail for logs, never a secret.
@@ -38,3 +41,8 @@ var (
 	// than MaxPasswordLength.
 	ErrInvalidPassword = errors.New("invalid password")
 )
+
+// ErrTokenRevoked: a refresh token that was revoked, rotated past its grace
+// period, or outlived its app password. Like the reference, it is reported
+// as an expired token, so clients sign out instead of retrying.
+var ErrTokenRevoked = fmt.Errorf("%w: token has been revoked", ErrExpiredToken)

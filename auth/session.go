@@ -252,11 +252,11 @@ func (s *Store) Refresh(ctx context.Context, refreshJWT string) (*Session, error
 			return err
 		}
 		if rec == nil {
-			return fmt.Errorf("%w: refresh token revoked", ErrInvalidToken)
+			return ErrTokenRevoked
 		}
 		if !now.Before(rec.ExpiresAt) {
 			// Commit the tidying, then fail.
-			failed = fmt.Errorf("%w: refresh token expired", ErrInvalidToken)
+			failed = ErrTokenRevoked
 			return deleteExpiredRefreshTokens(tx, now)
 		}
 		cred := credential{scope: ScopeAccess}
@@ -266,7 +266,7 @@ func (s *Store) Refresh(ctx context.Context, refreshJWT string) (*Session, error
 				return err
 			}
 			if ap == nil || ap.ID != rec.AppPasswordID {
-				return fmt.Errorf("%w: app password revoked", ErrInvalidToken)
+				return fmt.Errorf("%w: app password revoked", ErrTokenRevoked)
 			}
 			cred = credential{scope: ap.scope(), apName: rec.AppPassword, apID: ap.ID}
 		}
@@ -281,7 +281,7 @@ func (s *Store) Refresh(ctx context.Context, refreshJWT string) (*Session, error
 				return err
 			}
 			if next == nil {
-				return fmt.Errorf("%w: refresh token revoked", ErrInvalidToken)
+				return ErrTokenRevoked
 			}
 		} else {
 			if rec.NextID, err = newRefreshID(); err != nil {

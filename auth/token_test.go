@@ -146,8 +146,12 @@ func TestTokenRejected(t *testing.T) {
 	}
 	for _, tc := range refreshCases {
 		t.Run("refresh/"+tc.name, func(t *testing.T) {
-			if _, err := s.Refresh(ctx, tc.token); !errors.Is(err, ErrInvalidToken) {
-				t.Errorf("Refresh = %v; want ErrInvalidToken", err)
+			want := ErrInvalidToken
+			if tc.name == "unknown jti" {
+				want = ErrTokenRevoked // a well-signed token we do not hold: revoked
+			}
+			if _, err := s.Refresh(ctx, tc.token); !errors.Is(err, want) {
+				t.Errorf("Refresh = %v; want %v", err, want)
 			}
 			if err := s.RevokeSession(ctx, tc.token); tc.name != "unknown jti" && !errors.Is(err, ErrInvalidToken) {
 				t.Errorf("RevokeSession = %v; want ErrInvalidToken", err)
@@ -235,8 +239,8 @@ func TestRefreshRotation(t *testing.T) {
 	// After the grace period the old token is dead (its exp is 90 days
 	// away, so this is the stored expiry at work).
 	clk.Add(time.Minute)
-	if _, err := s.Refresh(ctx, s1.RefreshJWT); !errors.Is(err, ErrInvalidToken) {
-		t.Errorf("reuse after grace: %v, want ErrInvalidToken", err)
+	if _, err := s.Refresh(ctx, s1.RefreshJWT); !errors.Is(err, ErrTokenRevoked) {
+		t.Errorf("reuse after grace: %v, want ErrTokenRevoked", err)
 	}
 	// And the expired record was tidied away.
 	if err := s.db.View(func(tx *bolt.Tx) error {
@@ -300,7 +304,7 @@ func TestRevokeSession(t *testing.T) {
 			t.Fatalf("%s: RevokeSession = %v", tc.name, err)
 		}
 		for i, tok := range tc.dead {
-			if _, err := s.Refresh(ctx, tok); !errors.Is(err, ErrInvalidToken) {
+			if _, err := s.Refresh(ctx, tok); !errors.Is(err, ErrTokenRevoked) {
 				t.Errorf("%s: token %d still refreshes: %v", tc.name, i, err)
 			}
 		}
@@ -315,7 +319,7 @@ func TestRevokeSession(t *testing.T) {
 	if err := s.RevokeSession(ctx, s3.RefreshJWT); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.Refresh(ctx, s4.RefreshJWT); !errors.Is(err, ErrInvalidToken) {
+	if _, err := s.Refresh(ctx, s4.RefreshJWT); !errors.Is(err, ErrTokenRevoked) {
 		t.Errorf("successor of revoked token: %v", err)
 	}
 

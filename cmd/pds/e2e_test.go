@@ -252,7 +252,7 @@ func TestFirstHour(t *testing.T) {
 	st, out = s.call(t, "POST", "com.atproto.repo.createRecord", appAccess, "", map[string]any{"repo": did, "collection": "app.bsky.feed.post", "record": post("revoked")})
 	wantStatus(t, "createRecord after revocation", st, out, 400, "InvalidToken")
 	st, out = s.call(t, "POST", "com.atproto.server.refreshSession", as["refreshJwt"].(string), "", nil)
-	wantStatus(t, "refresh after revocation", st, out, 400, "InvalidToken")
+	wantStatus(t, "refresh after revocation", st, out, 400, "ExpiredToken") // the reference: "Token has been revoked"
 }
 
 // pngBytes returns n bytes that start with a PNG signature.

@@ -452,7 +452,7 @@ func TestSecurity(t *testing.T) {
 		errWords string
 	}{
 		{"no Authorization header", "", 401, "AuthMissing", ""},
-		{"Basic admin credentials", basicAuth("admin", "admin-secret"), 401, "AuthMissing", ""},
+		{"Basic admin credentials", basicAuth("admin", "admin-secret"), 400, "InvalidToken", "Unexpected authorization type"},
 		{"garbage", bearerAuth("garbage"), 400, "InvalidToken", ""},
 		{"three garbage parts", bearerAuth("a.b.c"), 400, "InvalidToken", ""},
 		{"alg none", bearerAuth(mintJWT(t, "none", nil, with(hdr, map[string]any{"alg": "none"}), good)), 400, "InvalidToken", ""},
@@ -526,7 +526,7 @@ func TestSecurity(t *testing.T) {
 			{"wrong secret", bearerAuth(mintJWT(t, "HS256", []byte("not the secret"), rhdr, rgood)), 400, "InvalidToken", false},
 			{"typ at+jwt", bearerAuth(mintJWT(t, "HS256", secret, with(rhdr, map[string]any{"typ": "at+jwt"}), rgood)), 400, "InvalidToken", false},
 			{"access scope", bearerAuth(mintJWT(t, "HS256", secret, rhdr, with(rgood, map[string]any{"scope": "com.atproto.access"}))), 400, "InvalidToken", false},
-			{"unknown jti", bearerAuth(mintJWT(t, "HS256", secret, rhdr, with(rgood, map[string]any{"jti": "forged"}))), 400, "InvalidToken", true},
+			{"unknown jti", bearerAuth(mintJWT(t, "HS256", secret, rhdr, with(rgood, map[string]any{"jti": "forged"}))), 400, "ExpiredToken", true},
 			{"no jti", bearerAuth(mintJWT(t, "HS256", secret, rhdr, with(rgood, map[string]any{"jti": nil}))), 400, "InvalidToken", false},
 			{"expired", bearerAuth(mintJWT(t, "HS256", secret, rhdr, with(rgood, past))), 400, "ExpiredToken", false},
 		} {
@@ -618,7 +618,7 @@ func TestSecurity(t *testing.T) {
 
 		clock.Advance(time.Hour + time.Minute) // 2h01 after the rotation, 2h01 after the first access token
 		st, out := refresh(f.refresh)
-		wantXRPCError(t, "reuse after the grace period", st, out, 400, "InvalidToken", "")
+		wantXRPCError(t, "reuse after the grace period", st, out, 400, "ExpiredToken", "Token has been revoked")
 		st, out, _ = s.send(t, rawReq{method: "GET", nsid: "com.atproto.server.getSession", authz: bearerAuth(f.access)})
 		wantXRPCError(t, "access token after 2 h", st, out, 400, "ExpiredToken", "Token has expired")
 		st, out, _ = s.send(t, rawReq{method: "POST", nsid: "com.atproto.repo.createRecord", authz: bearerAuth(f.access), contentType: "application/json",
