@@ -32,10 +32,15 @@ func (s *server) ourRepo(r *http.Request, ident string) (*repo.Repo, error) {
 	return nil, invalidRequest("Could not find repo: %s", ident)
 }
 
-// writableRepo is ourRepo for a write by the authenticated account.
+// writableRepo is ourRepo for a write by the authenticated account. A
+// well-formed repo that is not the account's is 403 AccountNotFound, as the
+// reference answers.
 func (s *server) writableRepo(r *http.Request, ident string) (*repo.Repo, error) {
 	rp, err := s.ourRepo(r, ident)
 	if err != nil {
+		if _, perr := syntax.ParseAtIdentifier(ident); perr == nil {
+			return nil, xerr(http.StatusForbidden, "AccountNotFound", "Account not found")
+		}
 		return nil, err
 	}
 	if c := claimsFrom(r.Context()); c == nil || c.DID != rp.DID() {
@@ -473,7 +478,7 @@ func (s *server) listRecords(w http.ResponseWriter, r *http.Request) {
 				return invalidRequest("Invalid cursor")
 			}
 		}
-		recs, next, err := rp.ListRecords(coll, cursor, limit, !reverse)
+		recs, _, err := rp.ListRecords(coll, cursor, limit, !reverse)
 		if err != nil {
 			return err
 		}
@@ -486,8 +491,10 @@ func (s *server) listRecords(w http.ResponseWriter, r *http.Request) {
 			list = append(list, map[string]any{"uri": atURI(rp.DID(), coll, rec.RKey), "cid": rec.CID.String(), "value": val})
 		}
 		out := map[string]any{"records": list}
-		if next != "" {
-			out["cursor"] = next
+		// Like the reference, any non-empty page carries a cursor; the
+		// client stops at an empty page.
+		if len(recs) > 0 {
+			out["cursor"] = recs[len(recs)-1].RKey.String()
 		}
 		writeJSON(w, http.StatusOK, out)
 		return nil

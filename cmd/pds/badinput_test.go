@@ -162,10 +162,16 @@ func badInputCases(t *testing.T, f *badInputFixture) []badCase {
 	invalid("putRecord: no rkey", js("com.atproto.repo.putRecord", cr), "")
 	invalid("deleteRecord: no rkey", js("com.atproto.repo.deleteRecord", map[string]any{"repo": f.did, "collection": "app.bsky.feed.post"}), "")
 	for _, r := range badRepos {
-		invalid("createRecord: repo "+r, js("com.atproto.repo.createRecord", with(cr, map[string]any{"repo": r})), "")
-		invalid("putRecord: repo "+r, js("com.atproto.repo.putRecord", with(cr, map[string]any{"repo": r, "rkey": "seed"})), "")
-		invalid("deleteRecord: repo "+r, js("com.atproto.repo.deleteRecord", map[string]any{"repo": r, "collection": "app.bsky.feed.post", "rkey": "seed"}), "")
-		invalid("applyWrites: repo "+r, js("com.atproto.repo.applyWrites", with(bodies["com.atproto.repo.applyWrites"], map[string]any{"repo": r})), "")
+		// A well-formed repo that is not ours is 403 AccountNotFound, as the
+		// reference answers; a malformed one is 400 InvalidRequest.
+		bad := invalid
+		if r == "did:plc:someoneelse" || r == "bob.test" {
+			bad = func(name string, rq rawReq, msg string) { add(name, rq, 403, "AccountNotFound", msg) }
+		}
+		bad("createRecord: repo "+r, js("com.atproto.repo.createRecord", with(cr, map[string]any{"repo": r})), "")
+		bad("putRecord: repo "+r, js("com.atproto.repo.putRecord", with(cr, map[string]any{"repo": r, "rkey": "seed"})), "")
+		bad("deleteRecord: repo "+r, js("com.atproto.repo.deleteRecord", map[string]any{"repo": r, "collection": "app.bsky.feed.post", "rkey": "seed"}), "")
+		bad("applyWrites: repo "+r, js("com.atproto.repo.applyWrites", with(bodies["com.atproto.repo.applyWrites"], map[string]any{"repo": r})), "")
 	}
 
 	// Records: lexicon and data model.
