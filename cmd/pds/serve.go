@@ -69,6 +69,7 @@ func serve(args []string, stdout, stderr io.Writer) int {
 	go a.blobs.RunGC(ctx, 10*time.Minute, log)
 	go a.events.RunPrune(ctx.Done(), time.Hour)
 	go a.crawler.Run(ctx)
+	go trimLoop(ctx, a, 10*time.Second)
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	select {
@@ -99,4 +100,21 @@ func firstDomain(cfg *config) string {
 		return cfg.ServiceDomains[0]
 	}
 	return "." + cfg.Hostname
+}
+
+// trimLoop keeps the database's mapped pages from accumulating in the
+// resident set (see trimMapping).
+func trimLoop(ctx context.Context, a *app, every time.Duration) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if err := trimMapping(a.db); err != nil {
+				a.log.Debug("trimming the database mapping", "err", err)
+			}
+		}
+	}
 }
