@@ -285,6 +285,7 @@ func fhRootOf(m map[string]cid.Cid) (cid.Cid, error) {
 type fhChecker struct {
 	did     string
 	handle  string
+	handles []string // the handles #identity events must announce, in order
 	pub     atcrypto.PublicKey
 	dir     identity.Directory
 	blobsOf map[string][]string // record CID → blob CIDs it references
@@ -316,7 +317,7 @@ func newFHChecker(did, handle string, pub atcrypto.PublicKey) *fhChecker {
 		Handle: syntax.Handle(handle),
 		Keys:   map[string]identity.VerificationMethod{"atproto": {Type: "Multikey", PublicKeyMultibase: pub.Multibase()}},
 	})
-	return &fhChecker{did: did, handle: handle, pub: pub, dir: dir, blobsOf: map[string][]string{}, records: map[string]cid.Cid{}}
+	return &fhChecker{did: did, handle: handle, handles: []string{handle}, pub: pub, dir: dir, blobsOf: map[string][]string{}, records: map[string]cid.Cid{}}
 }
 
 func fhSigningPub(t *testing.T, a *app) atcrypto.PublicKey {
@@ -370,9 +371,11 @@ func (c *fhChecker) check(f fhFrame) error {
 		if _, err := syntax.ParseDatetime(ev.Time); err != nil {
 			return err
 		}
-		if ev.Did != c.did || ev.Handle == nil || *ev.Handle != c.handle {
-			return fmt.Errorf("#identity %+v", ev)
+		// Each #identity announces the next expected handle, once.
+		if ev.Did != c.did || ev.Handle == nil || len(c.handles) == 0 || *ev.Handle != c.handles[0] {
+			return fmt.Errorf("#identity %+v, expected handles %v", ev, c.handles)
 		}
+		c.handles = c.handles[1:]
 	case f.Account != nil:
 		c.accounts++
 		ev := f.Account
@@ -711,6 +714,10 @@ func TestFirehoseOracle(t *testing.T) {
 			w.batch(200)                          // a full mixed batch
 		case i == steps/3:
 			w.noopUpdate()
+		case i == 2*steps/3:
+			// A handle change: one #identity, then commits go on.
+			st, out := s.call(t, "POST", "com.atproto.identity.updateHandle", access, "", map[string]any{"handle": "alice2.test"})
+			wantStatus(t, "updateHandle", st, out, 200, "")
 		case r < 30:
 			w.create()
 		case r < 50:
@@ -723,12 +730,11 @@ func TestFirehoseOracle(t *testing.T) {
 			w.profile()
 		}
 	}
-	// A handle change would go here (an #identity event, then commits go
-	// on); the server has no updateHandle endpoint yet.
 	head := w.acked[len(w.acked)-1].Rev
 	frames := live.waitUntil(t, "the head commit", fhHasRev(head))
 
 	c := newFHChecker(did, "alice.test", pub)
+	c.handles = append(c.handles, "alice2.test")
 	for k, v := range w.blobsOf {
 		c.blobsOf[k] = v
 	}
@@ -753,6 +759,9 @@ func TestFirehoseOracle(t *testing.T) {
 		if got[i].CID != w.acked[i].CID || got[i].Rev != w.acked[i].Rev {
 			t.Fatalf("commit event %d is %+v, acked %+v", i, got[i], w.acked[i])
 		}
+	}
+	if len(c.handles) != 0 || c.idents != 2 {
+		t.Fatalf("%d #identity events; handles never announced: %v", c.idents, c.handles)
 	}
 	if c.maxOps != 200 || c.blobSeen == 0 || c.syncs != 1 {
 		t.Fatalf("workload too narrow: max ops %d, blobs %d, syncs %d", c.maxOps, c.blobSeen, c.syncs)
