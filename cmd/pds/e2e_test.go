@@ -19,6 +19,9 @@ type testServer struct {
 	URL string
 	app *app
 	plc *testpds.MockPLC
+	// stop closes the server and its database early (it is also closed
+	// with the test).
+	stop func()
 }
 
 func startServer(t *testing.T, extra map[string]string) *testServer {

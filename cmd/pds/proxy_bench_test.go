@@ -1,18 +1,14 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"slices"
-	"strconv"
 	"testing"
 	"time"
 
-	"github.com/pdsbox/pds/internal/testpds"
 )
 
 // BenchmarkProxyOverhead measures what the PDS adds to an AppView call:
@@ -134,41 +130,8 @@ func pxPercentiles(ds []time.Duration) (p50, p99 time.Duration) {
 	return at(0.50), at(0.99)
 }
 
-// startBenchServer is startServer for benchmarks: the real app on
-// 127.0.0.1 with a mock PLC, quiet logs.
+// startBenchServer is startServer for benchmarks.
 func startBenchServer(tb testing.TB, extra map[string]string) *testServer {
 	tb.Helper()
-	plc := testpds.NewMockPLC(tb)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	vars := map[string]string{
-		"PDS_HOSTNAME":               "localhost",
-		"PDS_PORT":                   strconv.Itoa(ln.Addr().(*net.TCPAddr).Port),
-		"PDS_DATA_DIRECTORY":         tb.TempDir(),
-		"PDS_DID_PLC_URL":            plc.URL,
-		"PDS_SERVICE_HANDLE_DOMAINS": ".test",
-		"PDS_ADMIN_PASSWORD":         "admin-secret",
-		"LOG_LEVEL":                  "error",
-	}
-	for k, v := range extra {
-		vars[k] = v
-	}
-	cfg, err := loadConfig(func(k string) string { return vars[k] }, "", "")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	cfg.MinLoginDuration = -1
-	a, err := openApp(context.Background(), cfg, newLogger(io.Discard, "error"), time.Second)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	srv := &http.Server{Handler: a.handler, ReadHeaderTimeout: 5 * time.Second}
-	go srv.Serve(ln)
-	tb.Cleanup(func() {
-		srv.Close()
-		a.Close()
-	})
-	return &testServer{URL: "http://" + ln.Addr().String(), app: a, plc: plc}
+	return startServerWith(tb, extra, nil)
 }

@@ -53,17 +53,17 @@ func (c *testClock) Advance(d time.Duration) {
 
 // startServerWith is startServer with a hook that adjusts the configuration
 // before the app is opened (a clock, for instance).
-func startServerWith(t *testing.T, extra map[string]string, tweak func(*config)) *testServer {
-	t.Helper()
-	plc := testpds.NewMockPLC(t)
+func startServerWith(tb testing.TB, extra map[string]string, tweak func(*config)) *testServer {
+	tb.Helper()
+	plc := testpds.NewMockPLC(tb)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
 	vars := map[string]string{
 		"PDS_HOSTNAME":               "localhost",
 		"PDS_PORT":                   strconv.Itoa(ln.Addr().(*net.TCPAddr).Port),
-		"PDS_DATA_DIRECTORY":         t.TempDir(),
+		"PDS_DATA_DIRECTORY":         tb.TempDir(),
 		"PDS_DID_PLC_URL":            plc.URL,
 		"PDS_SERVICE_HANDLE_DOMAINS": ".test",
 		"PDS_ADMIN_PASSWORD":         "admin-secret",
@@ -72,7 +72,7 @@ func startServerWith(t *testing.T, extra map[string]string, tweak func(*config))
 	maps.Copy(vars, extra)
 	cfg, err := loadConfig(func(k string) string { return vars[k] }, "", "")
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
 	cfg.MinLoginDuration = -1
 	if tweak != nil {
@@ -80,15 +80,19 @@ func startServerWith(t *testing.T, extra map[string]string, tweak func(*config))
 	}
 	a, err := openApp(context.Background(), cfg, newLogger(io.Discard, "error"), time.Second)
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
 	srv := &http.Server{Handler: a.handler, ReadHeaderTimeout: 5 * time.Second}
 	go srv.Serve(ln)
-	t.Cleanup(func() {
-		srv.Close()
-		a.Close()
-	})
-	return &testServer{URL: "http://" + ln.Addr().String(), app: a, plc: plc}
+	var once sync.Once
+	stop := func() {
+		once.Do(func() {
+			srv.Close()
+			a.Close()
+		})
+	}
+	tb.Cleanup(stop)
+	return &testServer{URL: "http://" + ln.Addr().String(), app: a, plc: plc, stop: stop}
 }
 
 // rawReq is one request as a client could send it, malformed or not.

@@ -22,12 +22,10 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -35,7 +33,6 @@ import (
 
 	"github.com/bluesky-social/indigo/atproto/syntax"
 	"github.com/gorilla/websocket"
-	"github.com/pdsbox/pds/internal/testpds"
 	"github.com/pdsbox/pds/repo"
 )
 
@@ -55,41 +52,8 @@ type syncBenchServer struct {
 
 func startSyncBenchServer(tb testing.TB, dataDir string) *syncBenchServer {
 	tb.Helper()
-	plc := testpds.NewMockPLC(tb)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	vars := map[string]string{
-		"PDS_HOSTNAME":               "localhost",
-		"PDS_PORT":                   strconv.Itoa(ln.Addr().(*net.TCPAddr).Port),
-		"PDS_DATA_DIRECTORY":         dataDir,
-		"PDS_DID_PLC_URL":            plc.URL,
-		"PDS_SERVICE_HANDLE_DOMAINS": ".test",
-		"PDS_INVITE_REQUIRED":        "false",
-		"PDS_ADMIN_PASSWORD":         "admin-secret",
-		"LOG_LEVEL":                  "error",
-	}
-	cfg, err := loadConfig(func(k string) string { return vars[k] }, "", "")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	cfg.MinLoginDuration = -1
-	a, err := openApp(context.Background(), cfg, newLogger(io.Discard, "error"), time.Second)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	srv := &http.Server{Handler: a.handler, ReadHeaderTimeout: 5 * time.Second}
-	go srv.Serve(ln)
-	var once sync.Once
-	stop := func() {
-		once.Do(func() {
-			srv.Close()
-			a.Close()
-		})
-	}
-	tb.Cleanup(stop)
-	return &syncBenchServer{URL: "http://" + ln.Addr().String(), Host: ln.Addr().String(), app: a, stop: stop}
+	s := startServerWith(tb, map[string]string{"PDS_DATA_DIRECTORY": dataDir, "PDS_INVITE_REQUIRED": "false"}, nil)
+	return &syncBenchServer{URL: s.URL, Host: strings.TrimPrefix(s.URL, "http://"), app: s.app, stop: s.stop}
 }
 
 var syncBenchHTTP = &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 4}, Timeout: 60 * time.Second}
