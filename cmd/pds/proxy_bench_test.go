@@ -8,7 +8,6 @@ import (
 	"slices"
 	"testing"
 	"time"
-
 )
 
 // BenchmarkProxyOverhead measures what the PDS adds to an AppView call:
