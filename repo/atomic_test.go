@@ -122,7 +122,7 @@ func assertSnapshot(t testing.TB, db *bolt.DB, want dbSnapshot) {
 // hash to their CIDs; the records index is exactly the MST's key→CID map;
 // no block is stored that the head does not reach; each block's refcount is
 // the number of references to it (one for nodes and the commit, one per path
-// for records); block_revs holds exactly one entry per block, at its rev.
+// for records); each block's rev is a TID no later than the head's.
 func checkIntegrity(t testing.TB, db *bolt.DB) {
 	t.Helper()
 	if err := db.View(func(tx *bolt.Tx) error { return integrityErr(tx) }); err != nil {
@@ -132,9 +132,8 @@ func checkIntegrity(t testing.TB, db *bolt.DB) {
 
 func integrityErr(tx *bolt.Tx) error {
 	blocks := tx.Bucket(bucketBlocks)
-	revs := tx.Bucket(bucketBlockRevs)
 	records := tx.Bucket(bucketRecords)
-	if blocks == nil || revs == nil || records == nil || tx.Bucket(bucketMeta) == nil {
+	if blocks == nil || records == nil || tx.Bucket(bucketMeta) == nil {
 		return errors.New("missing bucket")
 	}
 	h, err := readHead(tx)
@@ -142,7 +141,7 @@ func integrityErr(tx *bolt.Tx) error {
 		return err
 	}
 	if h == nil {
-		if keyCount(blocks) != 0 || keyCount(revs) != 0 || keyCount(records) != 0 {
+		if keyCount(blocks) != 0 || keyCount(records) != 0 {
 			return errors.New("data stored without a head")
 		}
 		return nil
@@ -279,9 +278,6 @@ func integrityErr(tx *bolt.Tx) error {
 		if err != nil || sum != c {
 			return fmt.Errorf("block %s: content hashes to %s", c, sum)
 		}
-		if revs.Get(revKey(v[:revLen], c)) == nil {
-			return fmt.Errorf("block %s: no block_revs entry at %s", c, rev)
-		}
 		return nil
 	})
 	if err != nil {
@@ -289,26 +285,6 @@ func integrityErr(tx *bolt.Tx) error {
 	}
 	if seen != len(want) {
 		return fmt.Errorf("%d blocks stored, %d reachable", seen, len(want))
-	}
-	// Every block_revs entry names a stored block at that rev; with one entry
-	// per block above, the counts must match.
-	nrevs := 0
-	err = revs.ForEach(func(k, v []byte) error {
-		nrevs++
-		if len(k) <= revLen || len(v) != 0 {
-			return fmt.Errorf("block_revs entry %x", k)
-		}
-		b := blocks.Get(k[revLen:])
-		if b == nil || !bytes.Equal(b[:revLen], k[:revLen]) {
-			return fmt.Errorf("block_revs entry %x: no such block at that rev", k)
-		}
-		return nil
-	})
-	if err != nil {
-		return err
-	}
-	if nrevs != seen {
-		return fmt.Errorf("%d block_revs entries for %d blocks", nrevs, seen)
 	}
 	return nil
 }
@@ -748,12 +724,11 @@ func TestCheckIntegrityDetectsDamage(t *testing.T) {
 		"index entry wrong": func(tx *bolt.Tx) error {
 			return tx.Bucket(bucketRecords).Put([]byte(postNSID+"/"+rkeyN(3)), c.Data.Bytes())
 		},
-		"block_revs extra": func(tx *bolt.Tx) error {
-			return tx.Bucket(bucketBlockRevs).Put(revKey([]byte("2222222222222"), rec.CID), nil)
-		},
-		"block_revs missing": func(tx *bolt.Tx) error {
-			v := tx.Bucket(bucketBlocks).Get(rec.CID.Bytes())
-			return tx.Bucket(bucketBlockRevs).Delete(revKey(v[:revLen], rec.CID))
+		"block rev after the head": func(tx *bolt.Tx) error {
+			b := tx.Bucket(bucketBlocks)
+			v := bytes.Clone(b.Get(rec.CID.Bytes()))
+			copy(v, "zzzzzzzzzzzzz")
+			return b.Put(rec.CID.Bytes(), v)
 		},
 		"block content": func(tx *bolt.Tx) error {
 			b := tx.Bucket(bucketBlocks)

@@ -72,24 +72,19 @@ func (r *Repo) export(ctx context.Context, w io.Writer, since string) error {
 			}
 			return writeCARBlock(bw, c, v[blockHeaderLen:])
 		}
-		if since == "" {
-			// Every stored block is reachable from the head: a plain scan of
-			// the bucket, in key order, is the whole repository.
-			if err := tx.Bucket(bucketBlocks).ForEach(emit); err != nil {
-				return err
+		// Every stored block is reachable from the head: a plain scan of the
+		// bucket, in key order, is the whole repository. For since, the scan
+		// keeps the blocks first written after that rev (each block carries
+		// its rev): O(repository) for a rare query, in exchange for no rev
+		// index to update on every commit.
+		err = tx.Bucket(bucketBlocks).ForEach(func(k, v []byte) error {
+			if since != "" && (len(v) < revLen || string(v[:revLen]) <= since) {
+				return nil
 			}
-		} else {
-			blocks := tx.Bucket(bucketBlockRevs).Cursor()
-			start := []byte(since + "\xff")
-			for k, _ := blocks.Seek(start); k != nil; k, _ = blocks.Next() {
-				if len(k) <= revLen {
-					return fmt.Errorf("%w: block rev key", ErrCorrupt)
-				}
-				ck := k[revLen:]
-				if err := emit(ck, tx.Bucket(bucketBlocks).Get(ck)); err != nil {
-					return err
-				}
-			}
+			return emit(k, v)
+		})
+		if err != nil {
+			return err
 		}
 		return bw.Flush()
 	})

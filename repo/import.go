@@ -362,7 +362,7 @@ func checkImportedRecord(blocks mapSource, key []byte, val cid.Cid, imp *importe
 
 // writeImport replaces the repository with imp inside tx.
 func (r *Repo) writeImport(tx *bolt.Tx, imp *imported) (*Commit, error) {
-	for _, b := range [][]byte{bucketBlocks, bucketBlockRevs, bucketRecords, bucketRecent} {
+	for _, b := range [][]byte{bucketBlocks, bucketRecords, bucketRecent} {
 		if err := tx.DeleteBucket(b); err != nil && !errors.Is(err, bolt.ErrBucketNotFound) {
 			return nil, fmt.Errorf("clearing %s: %w", b, err)
 		}

@@ -14,7 +14,6 @@ import (
 // Storage layout, all in one bbolt file so that a commit is one transaction:
 //
 //	blocks      CID bytes        → rev (13 bytes) | refcount (uint32 BE) | block bytes
-//	block_revs  rev | CID bytes  → empty, so getRepo?since= reads blocks in rev order
 //	records     collection/rkey  → record CID bytes
 //	repo_meta   "did", "commit", "rev", "data"
 //
@@ -22,11 +21,10 @@ import (
 // are unique by content; record blocks may be shared by several paths, hence
 // the refcount.
 var (
-	bucketBlocks    = []byte("blocks")
-	bucketBlockRevs = []byte("block_revs")
-	bucketRecords   = []byte("records")
-	bucketRecent    = []byte("recent_writes")
-	bucketMeta      = []byte("repo_meta")
+	bucketBlocks  = []byte("blocks")
+	bucketRecords = []byte("records")
+	bucketRecent  = []byte("recent_writes")
+	bucketMeta    = []byte("repo_meta")
 
 	metaDID    = []byte("did")
 	metaCommit = []byte("commit")
@@ -40,7 +38,7 @@ const revLen = 13
 const blockHeaderLen = revLen + 4
 
 func createBuckets(tx *bolt.Tx) error {
-	for _, b := range [][]byte{bucketBlocks, bucketBlockRevs, bucketRecords, bucketMeta, bucketRecent} {
+	for _, b := range [][]byte{bucketBlocks, bucketRecords, bucketMeta, bucketRecent} {
 		if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 			return fmt.Errorf("creating bucket %s: %w", b, err)
 		}
@@ -66,20 +64,15 @@ func (s txSource) GetBlock(c cid.Cid) ([]byte, error) {
 
 // blockWriter changes the block buckets inside one update transaction.
 type blockWriter struct {
-	blocks, revs *bolt.Bucket
-	rev          string
+	blocks *bolt.Bucket
+	rev    string
 }
 
 func newBlockWriter(tx *bolt.Tx, rev string) (*blockWriter, error) {
 	if len(rev) != revLen {
 		return nil, fmt.Errorf("rev %q is not a TID", rev)
 	}
-	return &blockWriter{blocks: tx.Bucket(bucketBlocks), revs: tx.Bucket(bucketBlockRevs), rev: rev}, nil
-}
-
-func revKey(rev []byte, c cid.Cid) []byte {
-	k := make([]byte, 0, revLen+len(c.Bytes()))
-	return append(append(k, rev...), c.Bytes()...)
+	return &blockWriter{blocks: tx.Bucket(bucketBlocks), rev: rev}, nil
 }
 
 // put stores a block with one reference, or adds a reference to a stored one
@@ -100,10 +93,7 @@ func (w *blockWriter) put(c cid.Cid, data []byte, shared bool) error {
 	copy(v, w.rev)
 	binary.BigEndian.PutUint32(v[revLen:], 1)
 	copy(v[blockHeaderLen:], data)
-	if err := w.blocks.Put(k, v); err != nil {
-		return err
-	}
-	return w.revs.Put(revKey([]byte(w.rev), c), nil)
+	return w.blocks.Put(k, v)
 }
 
 // release drops one reference to a block and deletes it at zero.
@@ -121,9 +111,6 @@ func (w *blockWriter) release(c cid.Cid) error {
 		copy(v, old)
 		binary.BigEndian.PutUint32(v[revLen:], n-1)
 		return w.blocks.Put(k, v)
-	}
-	if err := w.revs.Delete(revKey(old[:revLen], c)); err != nil {
-		return err
 	}
 	return w.blocks.Delete(k)
 }
@@ -168,7 +155,7 @@ func writeHead(tx *bolt.Tx, h *head) error {
 // remains of an account creation that did not complete.
 func Destroy(db *bolt.DB) error {
 	return db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bucketBlocks, bucketBlockRevs, bucketRecords, bucketMeta, bucketRecent} {
+		for _, b := range [][]byte{bucketBlocks, bucketRecords, bucketMeta, bucketRecent} {
 			if err := tx.DeleteBucket(b); err != nil && !errors.Is(err, bolterrors.ErrBucketNotFound) {
 				return err
 			}
