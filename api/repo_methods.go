@@ -136,41 +136,72 @@ type createRecordInput struct {
 }
 
 func (s *server) doCreateRecord(r *http.Request, in *createRecordInput) (map[string]any, error) {
-	rp, err := s.writableRepo(r, in.Repo)
+	t, err := s.parseWriteTarget(r, in.Repo, in.Collection, in.RKey, in.SwapCommit, true)
 	if err != nil {
 		return nil, err
 	}
-	coll, err := parseCollection(in.Collection)
+	rec, status, err := s.prepareRecord(in.Record, t.coll, in.Validate)
 	if err != nil {
 		return nil, err
 	}
-	rkey := syntax.RecordKey(s.tids.Next().String())
-	if in.RKey != "" {
-		if rkey, err = parseRKey(in.RKey); err != nil {
-			return nil, err
-		}
-	}
-	swap, err := parseOptCID("swapCommit", in.SwapCommit)
+	c, err := t.rp.Apply(r.Context(), []repo.Write{{Action: repo.ActionCreate, Collection: t.coll, RKey: t.rkey, Record: rec}}, t.swapCommit)
 	if err != nil {
 		return nil, err
 	}
-	rec, err := parseRecord(in.Record, coll)
+	return writeResult(t, c.Ops[0].CID.String(), c, status), nil
+}
+
+// writeTarget is the parsed destination of a single-record write.
+type writeTarget struct {
+	rp         *repo.Repo
+	coll       syntax.NSID
+	rkey       syntax.RecordKey
+	swapCommit *cid.Cid
+}
+
+// parseWriteTarget parses what every single-record write names: the repo
+// (the account's), the collection, the record key (a new TID when newRKey
+// allows it to be empty) and swapCommit.
+func (s *server) parseWriteTarget(r *http.Request, repoIdent, coll, rkey, swapCommit string, newRKey bool) (*writeTarget, error) {
+	rp, err := s.writableRepo(r, repoIdent)
 	if err != nil {
 		return nil, err
 	}
-	status, err := s.validateRecord(coll, rec, in.Validate)
-	if err != nil {
+	t := &writeTarget{rp: rp}
+	if t.coll, err = parseCollection(coll); err != nil {
 		return nil, err
 	}
-	c, err := rp.Apply(r.Context(), []repo.Write{{Action: repo.ActionCreate, Collection: coll, RKey: rkey, Record: rec}}, swap)
-	if err != nil {
+	if rkey == "" && newRKey {
+		t.rkey = syntax.RecordKey(s.tids.Next().String())
+	} else if t.rkey, err = parseRKey(rkey); err != nil {
 		return nil, err
 	}
-	out := map[string]any{"uri": atURI(rp.DID(), coll, rkey), "cid": c.Ops[0].CID.String(), "commit": commitMeta(c)}
+	if t.swapCommit, err = parseOptCID("swapCommit", swapCommit); err != nil {
+		return nil, err
+	}
+	return t, nil
+}
+
+// prepareRecord decodes a record and applies the lexicon policy.
+func (s *server) prepareRecord(raw json.RawMessage, coll syntax.NSID, validate *bool) (map[string]any, string, error) {
+	rec, err := parseRecord(raw, coll)
+	if err != nil {
+		return nil, "", err
+	}
+	status, err := s.validateRecord(coll, rec, validate)
+	if err != nil {
+		return nil, "", err
+	}
+	return rec, status, nil
+}
+
+// writeResult is the answer of createRecord and putRecord.
+func writeResult(t *writeTarget, cidStr string, c *repo.Commit, status string) map[string]any {
+	out := map[string]any{"uri": atURI(t.rp.DID(), t.coll, t.rkey), "cid": cidStr, "commit": commitMeta(c)}
 	if status != "" {
 		out["validationStatus"] = status
 	}
-	return out, nil
+	return out
 }
 
 type putRecordInput struct {
@@ -184,19 +215,7 @@ type putRecordInput struct {
 }
 
 func (s *server) doPutRecord(r *http.Request, in *putRecordInput) (map[string]any, error) {
-	rp, err := s.writableRepo(r, in.Repo)
-	if err != nil {
-		return nil, err
-	}
-	coll, err := parseCollection(in.Collection)
-	if err != nil {
-		return nil, err
-	}
-	rkey, err := parseRKey(in.RKey)
-	if err != nil {
-		return nil, err
-	}
-	swapCommit, err := parseOptCID("swapCommit", in.SwapCommit)
+	t, err := s.parseWriteTarget(r, in.Repo, in.Collection, in.RKey, in.SwapCommit, false)
 	if err != nil {
 		return nil, err
 	}
@@ -216,38 +235,30 @@ func (s *server) doPutRecord(r *http.Request, in *putRecordInput) (map[string]an
 			}
 		}
 	}
-	rec, err := parseRecord(in.Record, coll)
-	if err != nil {
-		return nil, err
-	}
-	status, err := s.validateRecord(coll, rec, in.Validate)
+	rec, status, err := s.prepareRecord(in.Record, t.coll, in.Validate)
 	if err != nil {
 		return nil, err
 	}
 	action := repo.ActionCreate
-	if _, err := rp.GetRecord(coll, rkey); err == nil {
+	if _, err := t.rp.GetRecord(t.coll, t.rkey); err == nil {
 		if mustNotExist {
-			return nil, xerr(http.StatusBadRequest, "InvalidSwap", "Record was at %s", rkey)
+			return nil, xerr(http.StatusBadRequest, "InvalidSwap", "Record was at %s", t.rkey)
 		}
 		action = repo.ActionUpdate
 	} else if !errors.Is(err, repo.ErrRecordNotFound) {
 		return nil, err
 	}
-	c, err := rp.Apply(r.Context(), []repo.Write{{Action: action, Collection: coll, RKey: rkey, Record: rec, SwapRecord: swapRecord}}, swapCommit)
+	c, err := t.rp.Apply(r.Context(), []repo.Write{{Action: action, Collection: t.coll, RKey: t.rkey, Record: rec, SwapRecord: swapRecord}}, t.swapCommit)
 	if err != nil {
 		return nil, err
 	}
 	cidStr := ""
 	if len(c.Ops) > 0 {
 		cidStr = c.Ops[0].CID.String()
-	} else if cur, err := rp.GetRecord(coll, rkey); err == nil {
+	} else if cur, err := t.rp.GetRecord(t.coll, t.rkey); err == nil {
 		cidStr = cur.CID.String() // an update to the identical record
 	}
-	out := map[string]any{"uri": atURI(rp.DID(), coll, rkey), "cid": cidStr, "commit": commitMeta(c)}
-	if status != "" {
-		out["validationStatus"] = status
-	}
-	return out, nil
+	return writeResult(t, cidStr, c, status), nil
 }
 
 type deleteRecordInput struct {
@@ -259,22 +270,11 @@ type deleteRecordInput struct {
 }
 
 func (s *server) doDeleteRecord(r *http.Request, in *deleteRecordInput) (map[string]any, error) {
-	rp, err := s.writableRepo(r, in.Repo)
+	t, err := s.parseWriteTarget(r, in.Repo, in.Collection, in.RKey, in.SwapCommit, false)
 	if err != nil {
 		return nil, err
 	}
-	coll, err := parseCollection(in.Collection)
-	if err != nil {
-		return nil, err
-	}
-	rkey, err := parseRKey(in.RKey)
-	if err != nil {
-		return nil, err
-	}
-	swapCommit, err := parseOptCID("swapCommit", in.SwapCommit)
-	if err != nil {
-		return nil, err
-	}
+	rp, coll, rkey, swapCommit := t.rp, t.coll, t.rkey, t.swapCommit
 	swapRecord, err := parseOptCID("swapRecord", in.SwapRecord)
 	if err != nil {
 		return nil, err
@@ -357,10 +357,7 @@ func (s *server) doApplyWrites(r *http.Request, in *applyWritesInput) (map[strin
 			}
 		}
 		if wr.Action != repo.ActionDelete {
-			if wr.Record, err = parseRecord(aw.Value, coll); err != nil {
-				return nil, err
-			}
-			if statuses[i], err = s.validateRecord(coll, wr.Record, in.Validate); err != nil {
+			if wr.Record, statuses[i], err = s.prepareRecord(aw.Value, coll, in.Validate); err != nil {
 				return nil, err
 			}
 		}

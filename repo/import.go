@@ -93,10 +93,8 @@ func (r *Repo) ImportCAR(ctx context.Context, rd io.Reader, pub atcrypto.PublicK
 		if err != nil {
 			return err
 		}
-		if r.opts.BeforeCommit != nil {
-			if err := r.opts.BeforeCommit(tx, c); err != nil {
-				return fmt.Errorf("before commit: %w", err)
-			}
+		if err := r.beforeCommit(tx, c); err != nil {
+			return err
 		}
 		out = c
 		return nil

@@ -265,10 +265,8 @@ func (r *Repo) apply(ctx context.Context, writes []Write, swapCommit *cid.Cid, i
 		if err != nil {
 			return err
 		}
-		if r.opts.BeforeCommit != nil {
-			if err := r.opts.BeforeCommit(tx, c); err != nil {
-				return fmt.Errorf("before commit: %w", err)
-			}
+		if err := r.beforeCommit(tx, c); err != nil {
+			return err
 		}
 		out = c
 		return nil
@@ -277,6 +275,17 @@ func (r *Repo) apply(ctx context.Context, writes []Write, swapCommit *cid.Cid, i
 		return nil, err
 	}
 	return out, nil
+}
+
+// beforeCommit runs the BeforeCommit hook, if any, inside tx.
+func (r *Repo) beforeCommit(tx *bolt.Tx, c *Commit) error {
+	if r.opts.BeforeCommit == nil {
+		return nil
+	}
+	if err := r.opts.BeforeCommit(tx, c); err != nil {
+		return fmt.Errorf("before commit: %w", err)
+	}
+	return nil
 }
 
 // build does the work of one commit inside tx.
