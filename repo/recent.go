@@ -15,9 +15,13 @@ import (
 // full index of record revs.
 const recentWrites = 2000
 
-// noteRecent records the created and updated paths of a commit and drops
-// entries of commits older than the last recentWrites.
-func noteRecent(tx *bolt.Tx, rev string, ops []Op) error {
+// recentPruneEvery spaces out trimming the log: one bucket scan and a batch
+// of deletes every so many commits instead of both on every commit.
+const recentPruneEvery = 256
+
+// noteRecent records the created and updated paths of a commit; with prune,
+// it also drops the oldest entries beyond the last recentWrites.
+func noteRecent(tx *bolt.Tx, rev string, ops []Op, prune bool) error {
 	b := tx.Bucket(bucketRecent)
 	for _, op := range ops {
 		if op.Action == ActionDelete {
@@ -26,6 +30,9 @@ func noteRecent(tx *bolt.Tx, rev string, ops []Op) error {
 		if err := b.Put([]byte(rev+op.Path()), nil); err != nil {
 			return err
 		}
+	}
+	if !prune {
+		return nil
 	}
 	if n := b.Stats().KeyN; n > recentWrites {
 		c := b.Cursor()

@@ -122,6 +122,7 @@ type Repo struct {
 	opts   Options
 
 	mu      sync.Mutex // held by writers
+	commits uint64     // commits made since Open, under mu
 	clockID uint
 	now     func() time.Time
 }
@@ -448,7 +449,8 @@ func (r *Repo) build(tx *bolt.Tx, h *head, preps []prepared) (*Commit, error) {
 	if err := writeHead(tx, &head{commit: commitCID, rev: rev, data: diff.Root}); err != nil {
 		return nil, err
 	}
-	if err := noteRecent(tx, rev, out.Ops); err != nil {
+	r.commits++
+	if err := noteRecent(tx, rev, out.Ops, r.commits%recentPruneEvery == 0); err != nil {
 		return nil, err
 	}
 	out.Blobs = uniqueCIDs(out.Blobs)
