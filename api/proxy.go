@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/bluesky-social/indigo/atproto/syntax"
+	"github.com/go-chi/chi/v5"
 	"github.com/pdsbox/pds/auth"
 	"github.com/pdsbox/pds/identity"
 )
@@ -136,6 +137,15 @@ func (s *server) proxyTarget(ctx context.Context, r *http.Request, nsid string) 
 // methods are not implemented; the rest is proxied, which needs a session.
 func (s *server) catchAll(w http.ResponseWriter, r *http.Request) {
 	nsid := strings.TrimPrefix(r.URL.Path, "/xrpc/")
+	if r.Method == http.MethodHead && s.local[nsid] == http.MethodGet {
+		// HEAD of a local GET route is that route without a body, as
+		// Express serves it for the reference (CDNs probe getBlob so). The
+		// server drops the body of a HEAD response.
+		get := r.Clone(context.WithValue(r.Context(), chi.RouteCtxKey, nil))
+		get.Method = http.MethodGet
+		s.mux.ServeHTTP(w, get)
+		return
+	}
 	if _, err := syntax.ParseNSID(nsid); err != nil || protectedMethods[nsid] {
 		s.notImplemented(w, r)
 		return

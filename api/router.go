@@ -73,6 +73,7 @@ type server struct {
 	resolver *identity.Resolver
 	upstream *http.Client      // proxied calls, behind the SSRF guard
 	local    map[string]string // local XRPC method → its HTTP method
+	mux      http.Handler      // the router, for HEAD of GET routes
 	// handleLimit bounds handle updates (the reference: 10 per 5 minutes).
 	handleLimit *auth.RateLimiter
 }
@@ -168,6 +169,7 @@ func NewRouter(d Deps) http.Handler {
 		return nil
 	})
 	r.HandleFunc("/xrpc/*", s.catchAll)
+	s.mux = r
 	r.NotFound(s.notFound)
 	r.MethodNotAllowed(s.methodNotAllowed)
 	return r

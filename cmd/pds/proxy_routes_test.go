@@ -49,3 +49,29 @@ func TestForeignGetRecord(t *testing.T) {
 		t.Fatalf("AppView received %d requests: %+v", len(got), got)
 	}
 }
+
+// TestHeadOfGetRoutes: HEAD of a local GET method answers as GET would,
+// without a body (CDNs probe getBlob this way); it is never proxied.
+func TestHeadOfGetRoutes(t *testing.T) {
+	s := startServer(t, nil)
+	did, access, _ := s.createAccount(t)
+	img := pngBytes(t, 3000)
+	st, raw, _ := s.callRaw(t, "POST", "com.atproto.repo.uploadBlob", access, "", img, "image/png")
+	if st != 200 {
+		t.Fatalf("uploadBlob: %d %s", st, raw)
+	}
+	blob := pxJSON(t, "uploadBlob", raw)["blob"].(map[string]any)
+	rec := post("with image")
+	rec["embed"] = map[string]any{"$type": "app.bsky.embed.images", "images": []any{map[string]any{"alt": "", "image": blob}}}
+	st2, out := s.call(t, "POST", "com.atproto.repo.createRecord", access, "", map[string]any{"repo": did, "collection": "app.bsky.feed.post", "record": rec})
+	wantStatus(t, "createRecord", st2, out, 200, "")
+	ref := blob["ref"].(map[string]any)["$link"].(string)
+	st, hdr, body := s.pxDo(t, pxReq{method: "HEAD", nsid: "com.atproto.sync.getBlob", query: "did=" + did + "&cid=" + ref})
+	if st != 200 || len(body) != 0 || hdr.Get("Content-Length") != "3000" || hdr.Get("Content-Type") != "image/png" {
+		t.Fatalf("HEAD getBlob: %d, %d body bytes, headers %v", st, len(body), hdr)
+	}
+	st, _, _ = s.pxDo(t, pxReq{method: "HEAD", nsid: "_health"})
+	if st != 200 {
+		t.Fatalf("HEAD _health: %d", st)
+	}
+}
