@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/bluesky-social/indigo/atproto/atcrypto"
@@ -74,6 +75,8 @@ type server struct {
 	upstream *http.Client      // proxied calls, behind the SSRF guard
 	local    map[string]string // local XRPC method → its HTTP method
 	mux      http.Handler      // the router, for HEAD of GET routes
+	// subscribers counts open subscribeRepos connections.
+	subscribers atomic.Int64
 	// handleLimit bounds handle updates (the reference: 10 per 5 minutes).
 	handleLimit *auth.RateLimiter
 }
