@@ -398,15 +398,28 @@ func (s *server) doApplyWrites(r *http.Request, in *applyWritesInput) (map[strin
 	return map[string]any{"commit": commitMeta(c), "results": results}, nil
 }
 
-func (s *server) getRecord(w http.ResponseWriter, r *http.Request) {
-	q := r.URL.Query()
-	if _, err := s.ourRepo(r, q.Get("repo")); err != nil && s.cfg.AppView.URL != "" {
-		// Not hosted here: the reference asks the AppView.
-		if _, perr := syntax.ParseAtIdentifier(q.Get("repo")); perr == nil {
-			s.forwardPublic(w, r, s.cfg.AppView)
-			return
-		}
+// forwardForeign sends a public read of a repository not hosted here to the
+// AppView, as the reference does, and reports whether it did.
+func (s *server) forwardForeign(w http.ResponseWriter, r *http.Request) bool {
+	ident := r.URL.Query().Get("repo")
+	if s.cfg.AppView.URL == "" {
+		return false
 	}
+	if _, err := s.ourRepo(r, ident); err == nil {
+		return false
+	}
+	if _, err := syntax.ParseAtIdentifier(ident); err != nil {
+		return false
+	}
+	s.forwardPublic(w, r, s.cfg.AppView)
+	return true
+}
+
+func (s *server) getRecord(w http.ResponseWriter, r *http.Request) {
+	if s.forwardForeign(w, r) {
+		return
+	}
+	q := r.URL.Query()
 	err := func() error {
 		rp, err := s.ourRepo(r, q.Get("repo"))
 		if err != nil {
@@ -447,14 +460,10 @@ func (s *server) getRecord(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *server) listRecords(w http.ResponseWriter, r *http.Request) {
-	q := r.URL.Query()
-	if _, err := s.ourRepo(r, q.Get("repo")); err != nil && s.cfg.AppView.URL != "" {
-		// Not hosted here: the reference asks the AppView.
-		if _, perr := syntax.ParseAtIdentifier(q.Get("repo")); perr == nil {
-			s.forwardPublic(w, r, s.cfg.AppView)
-			return
-		}
+	if s.forwardForeign(w, r) {
+		return
 	}
+	q := r.URL.Query()
 	err := func() error {
 		rp, err := s.ourRepo(r, q.Get("repo"))
 		if err != nil {

@@ -102,14 +102,8 @@ func createViaServer(cfg *config, handle, password, email string, stdout, stderr
 }
 
 func accountInvite(args []string, stdout, stderr io.Writer) int {
-	cfg, err := loadConfig(os.Getenv, "", "")
-	if err != nil {
-		fmt.Fprintf(stderr, "pds: configuration: %v\n", err)
-		return 1
-	}
-	a, err := openApp(context.Background(), cfg, newLogger(stderr, "warn"), 200*time.Millisecond)
-	if err != nil {
-		fmt.Fprintf(stderr, "pds: %v (a running server prints the invite code at startup)\n", err)
+	a, ok := openOffline("", stderr, "a running server prints the invite code at startup")
+	if !ok {
 		return 1
 	}
 	defer a.Close()

@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
+	"os"
 	"path/filepath"
 	"time"
 
@@ -130,4 +132,21 @@ func (a *app) wire(ctx context.Context) error {
 func (a *app) Close() error {
 	a.events.Close()
 	return a.db.Close()
+}
+
+// openOffline opens the data directory for a command run beside (not
+// inside) the server, reporting failures on stderr; hint says what to do
+// when a running server holds the database.
+func openOffline(dataFlag string, stderr io.Writer, hint string) (*app, bool) {
+	cfg, err := loadConfig(os.Getenv, "", dataFlag)
+	if err != nil {
+		fmt.Fprintf(stderr, "pds: configuration: %v\n", err)
+		return nil, false
+	}
+	a, err := openApp(context.Background(), cfg, newLogger(stderr, "warn"), 200*time.Millisecond)
+	if err != nil {
+		fmt.Fprintf(stderr, "pds: %v (%s)\n", err, hint)
+		return nil, false
+	}
+	return a, true
 }

@@ -1,12 +1,9 @@
 package main
 
 import (
-	"context"
 	"fmt"
 	"io"
-	"os"
 	"strconv"
-	"time"
 )
 
 // seqCmd: pds seq raise N.
@@ -20,14 +17,8 @@ func seqCmd(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "pds seq raise: %q is not a sequence number\n", args[1])
 		return 2
 	}
-	cfg, err := loadConfig(os.Getenv, "", "")
-	if err != nil {
-		fmt.Fprintf(stderr, "pds: configuration: %v\n", err)
-		return 1
-	}
-	a, err := openApp(context.Background(), cfg, newLogger(stderr, "warn"), 200*time.Millisecond)
-	if err != nil {
-		fmt.Fprintf(stderr, "pds: %v (stop the server first)\n", err)
+	a, ok := openOffline("", stderr, "stop the server first")
+	if !ok {
 		return 1
 	}
 	defer a.Close()
