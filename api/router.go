@@ -6,6 +6,7 @@ package api
 import (
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -43,6 +44,9 @@ type Config struct {
 	AllowPrivateUpstreams bool
 	// RotationKey is the PLC rotation key, recommended to migrating users.
 	RotationKey atcrypto.PublicKey
+	// TrustedProxies are the peers whose X-Forwarded-For names the client
+	// (nil: DefaultTrustedProxies).
+	TrustedProxies []netip.Prefix
 }
 
 // Deps are the domain services behind the API.
@@ -92,6 +96,9 @@ const (
 func NewRouter(d Deps) http.Handler {
 	if d.Log == nil {
 		d.Log = slog.Default()
+	}
+	if d.Config.TrustedProxies == nil {
+		d.Config.TrustedProxies = DefaultTrustedProxies
 	}
 	s := &server{cfg: d.Config, accounts: d.Accounts, auth: d.Auth, blobs: d.Blobs, events: d.Events, lex: d.Lexicons, log: d.Log,
 		loginIP: d.LoginByIP, loginID: d.LoginByIdentifier, tids: syntax.NewTIDClock(0), resolver: d.Resolver,

@@ -118,7 +118,7 @@ func (s *server) createSession(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ident := strings.ToLower(strings.TrimSpace(in.Identifier))
-	if err := rateLimit(w, limitCheck{s.loginIP, clientIP(r)}, limitCheck{s.loginID, ident}); err != nil {
+	if err := rateLimit(w, limitCheck{s.loginIP, s.clientIP(r)}, limitCheck{s.loginID, ident}); err != nil {
 		writeError(w, r, s.log, err)
 		return
 	}

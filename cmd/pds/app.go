@@ -116,6 +116,7 @@ func (a *app) wire(ctx context.Context) error {
 			ReportService:         api.Service{DID: cfg.ReportDID, URL: cfg.ReportURL},
 			AllowPrivateUpstreams: cfg.AllowPrivateUpstreams,
 			RotationKey:           rotationPub,
+			TrustedProxies:        cfg.TrustedProxies,
 		},
 		Resolver: resolver,
 		Accounts: a.accounts,

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io/fs"
 	"net"
+	"net/netip"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -45,6 +46,9 @@ type config struct {
 	// AllowPrivateUpstreams lifts the SSRF guard for proxying and
 	// resolution (PDS_DEV_ALLOW_PRIVATE_UPSTREAMS): tests and development.
 	AllowPrivateUpstreams bool
+	// TrustedProxies (PDS_TRUSTED_PROXIES, CIDRs) may name the client in
+	// X-Forwarded-For; nil means the API's defaults.
+	TrustedProxies []netip.Prefix
 
 	// MinLoginDuration is the least time a login takes (0: the auth
 	// default); tests shorten it.
@@ -154,6 +158,20 @@ func loadConfig(getenv env, listenFlag, dataFlag string) (*config, error) {
 		}
 	}
 	c.AllowPrivateUpstreams = getenv.str("PDS_DEV_ALLOW_PRIVATE_UPSTREAMS", "") == "true"
+	for _, v := range strings.Split(getenv.str("PDS_TRUSTED_PROXIES", ""), ",") {
+		if v = strings.TrimSpace(v); v == "" {
+			continue
+		}
+		p, err := netip.ParsePrefix(v)
+		if err != nil {
+			a, aerr := netip.ParseAddr(v)
+			if aerr != nil {
+				return nil, fmt.Errorf("PDS_TRUSTED_PROXIES: %q is not an address or CIDR", v)
+			}
+			p = netip.PrefixFrom(a, a.BitLen())
+		}
+		c.TrustedProxies = append(c.TrustedProxies, p.Masked())
+	}
 	for _, u := range strings.Split(getenv.str("PDS_CRAWLERS", defCrawlers), ",") {
 		if u = strings.TrimSpace(u); u != "" {
 			if pu, err := url.Parse(u); err != nil || (pu.Scheme != "https" && pu.Scheme != "http") || pu.Host == "" {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -73,5 +74,45 @@ func TestHeadOfGetRoutes(t *testing.T) {
 	st, _, _ = s.pxDo(t, pxReq{method: "HEAD", nsid: "_health"})
 	if st != 200 {
 		t.Fatalf("HEAD _health: %d", st)
+	}
+}
+
+// TestLoginLimitPerForwardedClient: behind a trusted reverse proxy the
+// login limit counts each client named by X-Forwarded-For, not the proxy;
+// from an untrusted peer the header is ignored.
+func TestLoginLimitPerForwardedClient(t *testing.T) {
+	login := func(s *testServer, i int, client string) int {
+		body := []byte(fmt.Sprintf(`{"identifier":"nobody%d.test","password":"wrong"}`, i))
+		st, _, _ := s.pxDo(t, pxReq{method: "POST", nsid: "com.atproto.server.createSession", body: body,
+			header: map[string]string{"Content-Type": "application/json", "X-Forwarded-For": client}})
+		return st
+	}
+	for _, tc := range []struct {
+		name    string
+		env     map[string]string
+		otherOK bool // a second client is still allowed once the first is limited
+	}{
+		{"loopback proxy trusted by default", nil, true},
+		{"proxy not trusted", map[string]string{"PDS_TRUSTED_PROXIES": "192.0.2.0/24"}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := startServer(t, tc.env)
+			s.createAccount(t)
+			for i := range 30 {
+				if st := login(s, i, "198.51.100.1"); st != 401 {
+					t.Fatalf("attempt %d: %d", i, st)
+				}
+			}
+			if st := login(s, 30, "198.51.100.1"); st != 429 {
+				t.Fatalf("31st attempt from the same client: %d, want 429", st)
+			}
+			want := 429
+			if tc.otherOK {
+				want = 401
+			}
+			if st := login(s, 31, "198.51.100.2"); st != want {
+				t.Fatalf("another client: %d, want %d", st, want)
+			}
+		})
 	}
 }
