@@ -85,24 +85,7 @@ func (r *Repo) ImportCAR(ctx context.Context, rd io.Reader, pub atcrypto.PublicK
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	var out *Commit
-	err = r.db.Update(func(tx *bolt.Tx) error {
-		c, err := r.writeImport(tx, imp)
-		if err != nil {
-			return err
-		}
-		if err := r.beforeCommit(tx, c); err != nil {
-			return err
-		}
-		out = c
-		return nil
-	})
-	if err != nil {
-		return nil, err
-	}
-	return out, nil
+	return r.write(func(tx *bolt.Tx) (*Commit, error) { return r.writeImport(tx, imp) })
 }
 
 // imported is a checked repository, ready to be written.

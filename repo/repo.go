@@ -248,22 +248,31 @@ func (r *Repo) apply(ctx context.Context, writes []Write, swapCommit *cid.Cid, i
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
+	return r.write(func(tx *bolt.Tx) (*Commit, error) {
+		h, err := readHead(tx)
+		if err != nil {
+			return nil, err
+		}
+		if init && h != nil {
+			return nil, nil
+		}
+		if swapCommit != nil && (h == nil || h.commit != *swapCommit) {
+			return nil, fmt.Errorf("%w: commit %s is not the head", ErrInvalidSwap, swapCommit)
+		}
+		return r.build(tx, h, preps)
+	})
+}
+
+// write runs one repository write under the writer lock in one bbolt
+// transaction: do builds the commit (nil: nothing to write), then the
+// BeforeCommit hook runs in the same transaction.
+func (r *Repo) write(do func(tx *bolt.Tx) (*Commit, error)) (*Commit, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	var out *Commit
-	err = r.db.Update(func(tx *bolt.Tx) error {
-		h, err := readHead(tx)
-		if err != nil {
-			return err
-		}
-		if init && h != nil {
-			return nil
-		}
-		if swapCommit != nil && (h == nil || h.commit != *swapCommit) {
-			return fmt.Errorf("%w: commit %s is not the head", ErrInvalidSwap, swapCommit)
-		}
-		c, err := r.build(tx, h, preps)
-		if err != nil {
+	err := r.db.Update(func(tx *bolt.Tx) error {
+		c, err := do(tx)
+		if err != nil || c == nil {
 			return err
 		}
 		if err := r.beforeCommit(tx, c); err != nil {
