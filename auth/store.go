@@ -53,6 +53,9 @@ type Account struct {
 	CreatedAt time.Time
 	// Deactivated is the account status (deactivateAccount).
 	Deactivated bool
+	// EmailConfirmedAt is when the current email was confirmed; zero if it
+	// is not.
+	EmailConfirmedAt time.Time
 }
 
 // Store keeps the account, its credentials and its sessions in bbolt buckets
@@ -110,6 +113,9 @@ type accountRecord struct {
 	CreatedAt    time.Time `json:"createdAt"`
 	Deactivated  bool      `json:"deactivated,omitempty"`
 	PasswordHash string    `json:"passwordHash"`
+	// EmailConfirmedAt is set by confirmEmail and cleared when the email
+	// changes.
+	EmailConfirmedAt time.Time `json:"emailConfirmedAt,omitzero"`
 	// TokensNotBefore (unix seconds) rejects access tokens issued before the
 	// last password change (SetPassword); 0 means no such bound.
 	TokensNotBefore int64 `json:"tokensNotBefore,omitempty"`
@@ -122,6 +128,8 @@ func (r *accountRecord) account() *Account {
 		Email:       r.Email,
 		CreatedAt:   r.CreatedAt,
 		Deactivated: r.Deactivated,
+
+		EmailConfirmedAt: r.EmailConfirmedAt,
 	}
 }
 
