@@ -12,6 +12,7 @@ import (
 	"github.com/pdsbox/pds/auth"
 	"github.com/pdsbox/pds/blobstore"
 	"github.com/pdsbox/pds/identity"
+	"github.com/pdsbox/pds/mail"
 	"github.com/pdsbox/pds/repo"
 )
 
@@ -75,6 +76,15 @@ var errorTable = []struct {
 	{blobstore.ErrTooLarge, 413, "PayloadTooLarge", "request entity too large"},
 	{blobstore.ErrBlobNotFound, 400, "BlobNotFound", ""},
 	{blobstore.ErrNotFound, 400, "BlobNotFound", "Blob not found"},
+	{auth.ErrEmailTokenExpired, 400, "ExpiredToken", "Token is expired"},
+	{auth.ErrEmailTokenInvalid, 400, "InvalidToken", "Token is invalid"},
+	{auth.ErrEmailMismatch, 400, "InvalidRequest", "invalid email"},
+	{account.ErrNoEmail, 400, "InvalidRequest", ""},
+	{account.ErrEmailTokenRequired, 400, "TokenRequired", ""},
+	{account.ErrEmailAuthFactorUnsupported, 400, "InvalidRequest", ""},
+	{account.ErrMailNotConfigured, 400, "InvalidRequest", ""},
+	{mail.ErrInvalidAddress, 400, "InvalidRequest", ""},
+	{mail.ErrInvalidMessage, 400, "InvalidRequest", ""},
 	{context.DeadlineExceeded, 503, "InternalServerError", "request timed out"},
 }
 

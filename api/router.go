@@ -62,6 +62,8 @@ type Deps struct {
 	// LoginByIP and LoginByIdentifier bound createSession attempts; nil
 	// limiters get the defaults (30 per 5 minutes).
 	LoginByIP, LoginByIdentifier *auth.RateLimiter
+	// Email runs the flows confirmed by a mailed code (server_email.go).
+	Email *account.Email
 }
 
 type server struct {
@@ -132,6 +134,15 @@ func NewRouter(d Deps) http.Handler {
 	r.With(full).Post("/xrpc/com.atproto.server.createAppPassword", s.createAppPassword)
 	r.With(full).Get("/xrpc/com.atproto.server.listAppPasswords", s.listAppPasswords)
 	r.With(full).Post("/xrpc/com.atproto.server.revokeAppPassword", s.revokeAppPassword)
+	em := newEmailAPI(s, d.Email)
+	r.With(std).Post("/xrpc/com.atproto.server.requestEmailConfirmation", em.requestEmailConfirmation)
+	r.With(std).Post("/xrpc/com.atproto.server.confirmEmail", em.confirmEmail)
+	r.With(full).Post("/xrpc/com.atproto.server.requestEmailUpdate", em.requestEmailUpdate)
+	r.With(std).Post("/xrpc/com.atproto.server.updateEmail", em.updateEmail)
+	r.Post("/xrpc/com.atproto.server.requestPasswordReset", em.requestPasswordReset)
+	r.Post("/xrpc/com.atproto.server.resetPassword", em.resetPassword)
+	r.With(full).Post("/xrpc/com.atproto.server.requestAccountDelete", em.requestAccountDelete)
+	r.With(full).Post("/xrpc/com.atproto.identity.requestPlcOperationSignature", em.requestPlcOperationSignature)
 
 	// com.atproto.repo
 	r.With(std).Post("/xrpc/com.atproto.repo.createRecord", procedure(s, maxRecordBody, s.doCreateRecord))

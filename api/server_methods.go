@@ -50,7 +50,7 @@ func (s *server) sessionOutput(sess *auth.Session) map[string]any {
 		"refreshJwt":      sess.RefreshJWT,
 		"handle":          sess.Handle.String(),
 		"did":             sess.DID.String(),
-		"emailConfirmed":  false,
+		"emailConfirmed":  sess.EmailConfirmed,
 		"emailAuthFactor": false,
 		"active":          true,
 	}
@@ -154,7 +154,7 @@ func (s *server) getSession(w http.ResponseWriter, r *http.Request) {
 	out := map[string]any{
 		"handle":          acct.Handle.String(),
 		"did":             acct.DID.String(),
-		"emailConfirmed":  false,
+		"emailConfirmed":  !acct.EmailConfirmedAt.IsZero(),
 		"emailAuthFactor": false,
 		"active":          !acct.Deactivated,
 	}
