@@ -144,6 +144,21 @@ func NewRouter(d Deps) http.Handler {
 	r.With(full).Post("/xrpc/com.atproto.server.requestAccountDelete", em.requestAccountDelete)
 	r.With(full).Post("/xrpc/com.atproto.identity.requestPlcOperationSignature", em.requestPlcOperationSignature)
 
+	// com.atproto.admin (and createInviteCode): HTTP Basic admin only
+	ad := newAdminAPI(s, d.Email)
+	admin := r.With(ad.limit, s.requireAdmin)
+	admin.Get("/xrpc/com.atproto.admin.getAccountInfo", ad.getAccountInfo)
+	admin.Get("/xrpc/com.atproto.admin.getAccountInfos", ad.getAccountInfos)
+	admin.Post("/xrpc/com.atproto.admin.updateAccountPassword", ad.updateAccountPassword)
+	admin.Post("/xrpc/com.atproto.admin.updateAccountEmail", ad.updateAccountEmail)
+	admin.Post("/xrpc/com.atproto.admin.updateAccountHandle", ad.updateAccountHandle)
+	admin.Post("/xrpc/com.atproto.admin.sendEmail", ad.sendEmail)
+	admin.Post("/xrpc/com.atproto.server.createInviteCode", ad.createInviteCode)
+	admin.Get("/xrpc/com.atproto.admin.getInviteCodes", ad.getInviteCodes)
+	admin.Post("/xrpc/com.atproto.admin.disableInviteCodes", ad.disableInviteCodes)
+	admin.Post("/xrpc/com.atproto.admin.disableAccountInvites", ad.setAccountInvites(true))
+	admin.Post("/xrpc/com.atproto.admin.enableAccountInvites", ad.setAccountInvites(false))
+
 	// com.atproto.repo
 	r.With(std).Post("/xrpc/com.atproto.repo.createRecord", procedure(s, maxRecordBody, s.doCreateRecord))
 	r.With(std).Post("/xrpc/com.atproto.repo.putRecord", procedure(s, maxRecordBody, s.doPutRecord))
