@@ -211,12 +211,6 @@ func (e *Email) RequestPLCOperationSignature(ctx context.Context) error {
 	return e.sendToken(ctx, auth.PurposePLCOperation)
 }
 
-// IssueToken issues a fresh token of purpose without mailing it, for the
-// operator's CLI: plain tokens are never stored, so a lost one is replaced.
-func (e *Email) IssueToken(ctx context.Context, purpose auth.EmailTokenPurpose) (string, time.Time, error) {
-	return e.cfg.Tokens.Issue(ctx, purpose)
-}
-
 // LiveTokens lists the purposes with a usable token and their expiries.
 func (e *Email) LiveTokens(ctx context.Context) ([]auth.LiveEmailToken, error) {
 	return e.cfg.Tokens.Live(ctx)
@@ -275,4 +269,45 @@ func (e *Email) AdminSetEmail(ctx context.Context, email string) error {
 		}
 		return e.cfg.Auth.SetEmailTx(tx, addr)
 	})
+}
+
+// IssuedToken is a code issued for the operator.
+type IssuedToken struct {
+	Purpose   auth.EmailTokenPurpose
+	Token     string
+	ExpiresAt time.Time
+}
+
+// IssueForOperator gives the operator codes to pass on (`pds account
+// tokens`): a fresh code for purpose, or, when purpose is empty, a fresh
+// code for every purpose that has a live one (someone asked for it and the
+// mail is missing). Only hashes are stored, so a fresh code replaces the
+// mailed one: the old one stops working.
+func (e *Email) IssueForOperator(ctx context.Context, purpose string) ([]IssuedToken, error) {
+	var purposes []auth.EmailTokenPurpose
+	if purpose != "" {
+		p := auth.EmailTokenPurpose(purpose)
+		if !p.Valid() {
+			return nil, fmt.Errorf("%w: %q (one of %v)", auth.ErrEmailTokenPurpose, purpose, auth.EmailTokenPurposes)
+		}
+		purposes = append(purposes, p)
+	} else {
+		live, err := e.cfg.Tokens.Live(ctx)
+		if err != nil {
+			return nil, err
+		}
+		for _, l := range live {
+			purposes = append(purposes, l.Purpose)
+		}
+	}
+	var out []IssuedToken
+	for _, p := range purposes {
+		tok, exp, err := e.cfg.Tokens.Issue(ctx, p)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, IssuedToken{Purpose: p, Token: tok, ExpiresAt: exp})
+	}
+	e.log.Info("email codes issued to the operator", "count", len(out))
+	return out, nil
 }

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"errors"
 	"net/http"
 	"slices"
 	"strings"
@@ -324,4 +325,32 @@ func (a *adminAPI) setAccountInvites(disabled bool) http.HandlerFunc {
 		}
 		w.WriteHeader(http.StatusOK)
 	}
+}
+
+type emailTokensInput struct {
+	Purpose string `json:"purpose"`
+}
+
+// issueEmailTokens is this server's own admin method behind `pds account
+// tokens` while the server runs: fresh codes for the live purposes (or
+// the one asked for), since only hashes are stored.
+func (a *adminAPI) issueEmailTokens(w http.ResponseWriter, r *http.Request) {
+	var in emailTokensInput
+	if err := decodeJSON(w, r, maxJSONBody, &in); err != nil {
+		writeError(w, r, a.s.log, err)
+		return
+	}
+	issued, err := a.email.IssueForOperator(r.Context(), in.Purpose)
+	if errors.Is(err, auth.ErrEmailTokenPurpose) {
+		err = invalidRequest("%v", err)
+	}
+	if err != nil {
+		writeError(w, r, a.s.log, err)
+		return
+	}
+	tokens := []any{}
+	for _, t := range issued {
+		tokens = append(tokens, map[string]any{"purpose": string(t.Purpose), "token": t.Token, "expiresAt": t.ExpiresAt.UTC().Format(time.RFC3339)})
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"tokens": tokens})
 }

@@ -87,6 +87,10 @@ type server struct {
 	handleLimit *auth.RateLimiter
 }
 
+// EmailTokensPath is this server's own admin endpoint behind `pds account
+// tokens` (POST {"purpose"?} → {"tokens": [{purpose, token, expiresAt}]}).
+const EmailTokensPath = "/pds/admin/email-tokens"
+
 // Body limits, as the reference PDS sets them.
 const (
 	maxJSONBody   = 150 << 10 // most procedures
@@ -158,6 +162,7 @@ func NewRouter(d Deps) http.Handler {
 	admin.Post("/xrpc/com.atproto.admin.disableInviteCodes", ad.disableInviteCodes)
 	admin.Post("/xrpc/com.atproto.admin.disableAccountInvites", ad.setAccountInvites(true))
 	admin.Post("/xrpc/com.atproto.admin.enableAccountInvites", ad.setAccountInvites(false))
+	admin.Post(EmailTokensPath, ad.issueEmailTokens) // not XRPC: `pds account tokens`
 
 	// com.atproto.repo
 	r.With(std).Post("/xrpc/com.atproto.repo.createRecord", procedure(s, maxRecordBody, s.doCreateRecord))
