@@ -79,7 +79,7 @@ func (s *server) getBlob(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer f.Close()
-	if info.Refs == 0 {
+	if info.Refs == 0 || s.accounts.BlobTakedown(c.String()).Applied {
 		// Like the reference: an upload no record references is not served.
 		writeError(w, r, s.log, xerr(http.StatusBadRequest, "BlobNotFound", "Blob not found"))
 		return
