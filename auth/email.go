@@ -85,3 +85,15 @@ func (s *Store) AccountTx(tx *bolt.Tx) (*Account, error) {
 	}
 	return r.account(), nil
 }
+
+// RevokeAllSessions deletes every refresh token (main and app-password
+// sessions), as the reference does when the operator takes the account
+// down.
+func (s *Store) RevokeAllSessions(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return s.db.Update(func(tx *bolt.Tx) error {
+		return deleteRefreshTokens(tx, func(*refreshRecord) bool { return true })
+	})
+}
