@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"net/url"
 	"strings"
 	"testing"
@@ -201,4 +202,19 @@ func TestAdminMethods(t *testing.T) {
 	if st == 200 {
 		t.Fatalf("a second account was created: %v", out)
 	}
+}
+
+// TestAdminRateLimited: guessing the admin password is bounded per client:
+// after 300 calls in 5 minutes even the right password waits.
+func TestAdminRateLimited(t *testing.T) {
+	ts := startServer(t, nil)
+	did, _, _ := ts.createAccount(t)
+	for i := range 300 {
+		st, out := ts.adminCall(t, basicAuth("admin", fmt.Sprintf("guess-%d", i)), "GET", "com.atproto.admin.getAccountInfo", "did="+did, nil)
+		if st != 401 {
+			t.Fatalf("guess %d: %d %v", i, st, out)
+		}
+	}
+	st, out := ts.adminCall(t, basicAuth("admin", testAdminPassword), "GET", "com.atproto.admin.getAccountInfo", "did="+did, nil)
+	wantStatus(t, "the right password after 300 guesses", st, out, 429, "RateLimitExceeded")
 }
