@@ -6,73 +6,14 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
-	"log/slog"
 	"net/http"
-	"net/netip"
-	"runtime/debug"
-	"strconv"
 	"strings"
 	"time"
 
 	"github.com/bluesky-social/indigo/atproto/atcrypto"
 	"github.com/bluesky-social/indigo/atproto/syntax"
-	"github.com/go-chi/chi/v5/middleware"
 	"github.com/pdsbox/pds/auth"
 )
-
-// logRequests logs one line per request with log/slog.
-func logRequests(log *slog.Logger) func(http.Handler) http.Handler {
-	return func(next http.Handler) http.Handler {
-		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			start := time.Now()
-			ww := middleware.NewWrapResponseWriter(w, r.ProtoMajor)
-			next.ServeHTTP(ww, r)
-			log.InfoContext(r.Context(), "request",
-				"method", r.Method, "path", r.URL.Path, "status", ww.Status(),
-				"bytes", ww.BytesWritten(), "duration", time.Since(start), "remote", r.RemoteAddr)
-		})
-	}
-}
-
-// recoverPanics answers a panicking handler with a 500 envelope and logs the
-// stack, so one bad request never takes the server down.
-func recoverPanics(log *slog.Logger) func(http.Handler) http.Handler {
-	return func(next http.Handler) http.Handler {
-		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			defer func() {
-				if v := recover(); v != nil {
-					if v == http.ErrAbortHandler {
-						panic(v)
-					}
-					log.ErrorContext(r.Context(), "panic in handler", "path", r.URL.Path, "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
-					writeJSON(w, http.StatusInternalServerError, map[string]string{"error": "InternalServerError", "message": "Internal Server Error"})
-				}
-			}()
-			next.ServeHTTP(w, r)
-		})
-	}
-}
-
-// cors answers like the reference PDS (express cors with maxAge 86400): any
-// origin, the requested headers reflected, preflights answered here.
-func cors(next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		h := w.Header()
-		h.Set("Access-Control-Allow-Origin", "*")
-		h.Set("Access-Control-Expose-Headers", "DPoP-Nonce, WWW-Authenticate, RateLimit-Limit, RateLimit-Remaining, RateLimit-Reset, RateLimit-Policy, Atproto-Repo-Rev, Atproto-Content-Labelers")
-		if r.Method == http.MethodOptions && r.Header.Get("Access-Control-Request-Method") != "" {
-			h.Set("Access-Control-Allow-Methods", "GET,HEAD,PUT,PATCH,POST,DELETE")
-			if req := r.Header.Get("Access-Control-Request-Headers"); req != "" {
-				h.Set("Access-Control-Allow-Headers", req)
-				h.Add("Vary", "Access-Control-Request-Headers")
-			}
-			h.Set("Access-Control-Max-Age", "86400")
-			w.WriteHeader(http.StatusNoContent)
-			return
-		}
-		next.ServeHTTP(w, r)
-	})
-}
 
 type ctxKey int
 
@@ -150,77 +91,6 @@ func (s *server) isAdmin(r *http.Request) bool {
 	}
 	user, pass, ok := strings.Cut(string(raw), ":")
 	return ok && user == "admin" && subtle.ConstantTimeCompare([]byte(pass), []byte(s.cfg.AdminPassword)) == 1
-}
-
-// DefaultTrustedProxies are the peers whose X-Forwarded-For is believed
-// when none are configured: loopback, link-local and unique-local (private)
-// addresses, as the reference PDS trusts them (a reverse proxy on the same
-// host or network, or Fly.io's proxy on its private IPv6 network).
-var DefaultTrustedProxies = []netip.Prefix{
-	netip.MustParsePrefix("127.0.0.0/8"),
-	netip.MustParsePrefix("::1/128"),
-	netip.MustParsePrefix("169.254.0.0/16"),
-	netip.MustParsePrefix("fe80::/10"),
-	netip.MustParsePrefix("10.0.0.0/8"),
-	netip.MustParsePrefix("172.16.0.0/12"),
-	netip.MustParsePrefix("192.168.0.0/16"),
-	netip.MustParsePrefix("fc00::/7"),
-}
-
-// clientIP is the address of the client: the peer, or, when the peer is a
-// trusted proxy, the nearest address in X-Forwarded-For that is not one.
-func (s *server) clientIP(r *http.Request) string {
-	peer, err := netip.ParseAddrPort(r.RemoteAddr)
-	if err != nil {
-		return r.RemoteAddr
-	}
-	ip := peer.Addr().Unmap()
-	if !s.trusted(ip) {
-		return ip.String()
-	}
-	hops := strings.Split(strings.Join(r.Header.Values("X-Forwarded-For"), ","), ",")
-	for i := len(hops) - 1; i >= 0; i-- {
-		hop, err := netip.ParseAddr(strings.TrimSpace(hops[i]))
-		if err != nil {
-			break // a malformed hop: stop at the last address we can vouch for
-		}
-		ip = hop.Unmap()
-		if !s.trusted(ip) {
-			break
-		}
-	}
-	return ip.String()
-}
-
-func (s *server) trusted(ip netip.Addr) bool {
-	for _, p := range s.cfg.TrustedProxies {
-		if p.Contains(ip) {
-			return true
-		}
-	}
-	return false
-}
-
-// rateLimit consumes a point from each limiter for its key, setting the
-// RateLimit-* headers of the tightest, and answers 429 when one is spent.
-func rateLimit(w http.ResponseWriter, checks ...limitCheck) error {
-	for _, c := range checks {
-		ok, remaining, reset := c.l.Allow(c.key)
-		h := w.Header()
-		h.Set("RateLimit-Limit", strconv.Itoa(c.l.Limit()))
-		h.Set("RateLimit-Remaining", strconv.Itoa(remaining))
-		h.Set("RateLimit-Reset", strconv.FormatInt(reset.Unix(), 10))
-		h.Set("RateLimit-Policy", fmt.Sprintf("%d;w=%d", c.l.Limit(), int(c.l.Window().Seconds())))
-		if !ok {
-			return auth.ErrRateLimited
-		}
-	}
-	return nil
-}
-
-type limitCheck struct {
-	l   *auth.RateLimiter
-	key string
 }
 
 // requireAuthOrService accepts a session access token, or a service-auth JWT

@@ -1,37 +1,11 @@
 package api
 
 import (
-	"errors"
 	"net/http"
 	"strings"
 
-	"github.com/pdsbox/pds/account"
 	"github.com/pdsbox/pds/auth"
-	"github.com/pdsbox/pds/identity"
 )
-
-func (s *server) describeServer(w http.ResponseWriter, r *http.Request) {
-	out := map[string]any{
-		"did":                  s.cfg.ServiceDID,
-		"availableUserDomains": s.cfg.AvailableUserDomains,
-		"inviteCodeRequired":   s.cfg.InviteRequired,
-		"links":                map[string]string{},
-		"contact":              map[string]string{},
-	}
-	if s.cfg.BlobUploadLimit > 0 {
-		out["blobUploadLimit"] = s.cfg.BlobUploadLimit
-	}
-	if s.cfg.PrivacyPolicyURL != "" {
-		out["links"].(map[string]string)["privacyPolicy"] = s.cfg.PrivacyPolicyURL
-	}
-	if s.cfg.TermsOfServiceURL != "" {
-		out["links"].(map[string]string)["termsOfService"] = s.cfg.TermsOfServiceURL
-	}
-	if s.cfg.ContactEmail != "" {
-		out["contact"].(map[string]string)["email"] = s.cfg.ContactEmail
-	}
-	writeJSON(w, http.StatusOK, out)
-}
 
 type createAccountInput struct {
 	Email      string `json:"email"`
@@ -58,46 +32,6 @@ func (s *server) sessionOutput(sess *auth.Session) map[string]any {
 		out["email"] = sess.Email
 	}
 	return out
-}
-
-func (s *server) createAccount(w http.ResponseWriter, r *http.Request) {
-	var in createAccountInput
-	if err := decodeJSON(w, r, maxJSONBody, &in); err != nil {
-		writeError(w, r, s.log, err)
-		return
-	}
-	if in.PLCOp != nil || in.DID != "" {
-		writeError(w, r, s.log, invalidRequest("bringing an existing DID is not supported yet"))
-		return
-	}
-	if !s.isAdmin(r) && s.cfg.InviteRequired {
-		if in.InviteCode == "" {
-			writeError(w, r, s.log, xerr(http.StatusBadRequest, "InvalidInviteCode", "No invite code provided"))
-			return
-		}
-		if err := s.accounts.CheckInviteCode(in.InviteCode); err != nil {
-			writeError(w, r, s.log, err)
-			return
-		}
-	}
-	if _, _, err := s.accounts.Create(r.Context(), account.CreateParams{Handle: in.Handle, Email: in.Email, Password: in.Password}); err != nil {
-		writeError(w, r, s.log, err)
-		return
-	}
-	sess, err := s.auth.Login(r.Context(), in.Handle, in.Password)
-	if err != nil {
-		writeError(w, r, s.log, err)
-		return
-	}
-	out := map[string]any{
-		"accessJwt": sess.AccessJWT, "refreshJwt": sess.RefreshJWT,
-		"handle": sess.Handle.String(), "did": sess.DID.String(),
-	}
-	// The document lets the client find its PDS without a lookup.
-	if pub, err := s.accounts.PublicKey(); err == nil {
-		out["didDoc"] = identity.DIDWebDocument(sess.DID, sess.Handle, pub, s.cfg.PublicURL)
-	}
-	writeJSON(w, http.StatusOK, out)
 }
 
 type createSessionInput struct {
@@ -183,54 +117,6 @@ func (s *server) deleteSession(w http.ResponseWriter, r *http.Request) {
 type appPasswordInput struct {
 	Name       string `json:"name"`
 	Privileged bool   `json:"privileged"`
-}
-
-func (s *server) createAppPassword(w http.ResponseWriter, r *http.Request) {
-	var in appPasswordInput
-	if err := decodeJSON(w, r, maxJSONBody, &in); err != nil {
-		writeError(w, r, s.log, err)
-		return
-	}
-	name := strings.TrimSpace(in.Name)
-	if name == "" || len(name) > 100 {
-		writeError(w, r, s.log, invalidRequest("app password names are 1 to 100 characters"))
-		return
-	}
-	ap, err := s.auth.CreateAppPassword(r.Context(), name, in.Privileged)
-	if err != nil {
-		writeError(w, r, s.log, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, map[string]any{
-		"name": ap.Name, "password": ap.Password, "createdAt": ap.CreatedAt.UTC().Format(timeFormat), "privileged": ap.Privileged,
-	})
-}
-
-func (s *server) listAppPasswords(w http.ResponseWriter, r *http.Request) {
-	aps, err := s.auth.ListAppPasswords(r.Context())
-	if err != nil {
-		writeError(w, r, s.log, err)
-		return
-	}
-	list := make([]map[string]any, 0, len(aps))
-	for _, ap := range aps {
-		list = append(list, map[string]any{"name": ap.Name, "createdAt": ap.CreatedAt.UTC().Format(timeFormat), "privileged": ap.Privileged})
-	}
-	writeJSON(w, http.StatusOK, map[string]any{"passwords": list})
-}
-
-func (s *server) revokeAppPassword(w http.ResponseWriter, r *http.Request) {
-	var in appPasswordInput
-	if err := decodeJSON(w, r, maxJSONBody, &in); err != nil {
-		writeError(w, r, s.log, err)
-		return
-	}
-	err := s.auth.RevokeAppPassword(r.Context(), in.Name)
-	if err != nil && !errors.Is(err, auth.ErrAppPasswordNotFound) {
-		writeError(w, r, s.log, err)
-		return
-	}
-	w.WriteHeader(http.StatusOK)
 }
 
 // timeFormat is the atproto datetime format the reference answers with.
