@@ -80,7 +80,7 @@ var errorTable = []struct {
 	{blobstore.ErrBlobNotFound, 400, "BlobNotFound", ""},
 	{blobstore.ErrNotFound, 400, "BlobNotFound", "Blob not found"},
 	{account.ErrInvalidPreferences, 400, "InvalidRequest", ""},
-	{auth.ErrServiceAuth, 401, "AuthenticationRequired", ""},
+	{auth.ErrServiceAuth, 401, "AuthRequired", ""},
 	{identity.ErrHandleNotFound, 400, "InvalidRequest", "Unable to resolve handle"},
 	{identity.ErrServiceNotFound, 400, "InvalidRequest", "could not resolve proxy did service url"},
 	{identity.ErrForbiddenTarget, 400, "InvalidRequest", ""},

@@ -2,13 +2,10 @@ package api
 
 import (
 	"context"
-	"crypto/subtle"
-	"encoding/base64"
-	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"strings"
-	"time"
 
 	"github.com/bluesky-social/indigo/atproto/atcrypto"
 	"github.com/bluesky-social/indigo/atproto/syntax"
@@ -17,137 +14,98 @@ import (
 
 type ctxKey int
 
-const claimsKey ctxKey = 1
+const principalKey ctxKey = 1
 
-// claimsFrom returns the verified access claims of the request.
-func claimsFrom(ctx context.Context) *auth.Claims {
-	c, _ := ctx.Value(claimsKey).(*auth.Claims)
-	return c
+// principalFrom returns the verified principal of the request (nil on
+// routes without requireAuth).
+func principalFrom(ctx context.Context) *auth.Principal {
+	p, _ := ctx.Value(principalKey).(*auth.Principal)
+	return p
 }
 
-// bearer extracts the token of an "Authorization: Bearer" header.
+var errAuthMissing = xerr(http.StatusUnauthorized, "AuthMissing", "Authentication Required")
+
+// verifiers is the ordered list requireAuth asks: the first that does not
+// answer auth.ErrOtherCredential decides. Service JWTs come before session
+// JWTs because both are bearer tokens and only the service verifier can
+// tell its own by the header.
+func (s *server) defaultVerifiers() []auth.Verifier {
+	keys := func(_ context.Context, did syntax.DID, _ bool) (atcrypto.PublicKey, error) {
+		rp, err := s.accounts.Repo()
+		if err != nil {
+			return nil, err
+		}
+		// Only the account's own key can vouch: no lookup needed.
+		if did != rp.DID() {
+			return nil, fmt.Errorf("%s is not hosted here", did)
+		}
+		return s.accounts.PublicKey()
+	}
+	return []auth.Verifier{
+		auth.ServiceVerifier{Audience: s.cfg.ServiceDID, Keys: keys},
+		auth.SessionVerifier{Store: s.auth},
+		auth.AdminVerifier{Password: s.cfg.AdminPassword},
+	}
+}
+
+// requireAuth asks the verifiers for the request's principal, refuses it
+// unless it holds need, and puts it in the context.
+func (s *server) requireAuth(need auth.Permission) func(http.Handler) http.Handler {
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			p, err := s.authenticate(r, need)
+			if err != nil {
+				writeError(w, r, s.log, err)
+				return
+			}
+			if !p.Can(need) {
+				writeError(w, r, s.log, xerr(http.StatusBadRequest, "InvalidToken", "Bad token scope"))
+				return
+			}
+			if p.Kind != auth.KindService {
+				w.Header().Set("Cache-Control", "private")
+				w.Header().Add("Vary", "Authorization")
+			}
+			next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), principalKey, p)))
+		})
+	}
+}
+
+// authenticate returns the principal of the first verifier that knows the
+// request's credential.
+func (s *server) authenticate(r *http.Request, need auth.Permission) (*auth.Principal, error) {
+	req := auth.Request{
+		Authorization: r.Header.Get("Authorization"),
+		DPoP:          r.Header.Get("DPoP"),
+		Method:        r.Method,
+		URL:           s.cfg.PublicURL + r.URL.RequestURI(),
+		NSID:          strings.TrimPrefix(r.URL.Path, "/xrpc/"),
+		Need:          need,
+	}
+	for _, v := range s.verifiers {
+		p, err := v.Verify(r.Context(), req)
+		if errors.Is(err, auth.ErrOtherCredential) {
+			continue
+		}
+		return p, err
+	}
+	if req.Authorization == "" {
+		return nil, errAuthMissing
+	}
+	return nil, xerr(http.StatusBadRequest, "InvalidToken", "Unexpected authorization type")
+}
+
+// isAdmin reports whether the request carries HTTP Basic admin credentials.
+func (s *server) isAdmin(r *http.Request) bool {
+	return auth.AdminVerifier{Password: s.cfg.AdminPassword}.Check(r.Header.Get("Authorization"))
+}
+
+// bearer extracts the token of an "Authorization: Bearer" header (the
+// refresh-token routes read it themselves).
 func bearer(r *http.Request) (string, bool) {
 	h := r.Header.Get("Authorization")
 	if len(h) > 7 && strings.EqualFold(h[:7], "bearer ") {
 		return strings.TrimSpace(h[7:]), true
 	}
 	return "", false
-}
-
-var errAuthMissing = xerr(http.StatusUnauthorized, "AuthMissing", "Authentication Required")
-
-// access is the access-token policy of a route.
-type access int
-
-const (
-	// accessAny: full-access sessions and app passwords.
-	accessAny access = iota
-	// accessFull: only sessions from the account password (the reference's
-	// ACCESS_FULL methods: app passwords cannot manage the account).
-	accessFull
-)
-
-// requireAuth verifies the access token and puts its claims in the context.
-func (s *server) requireAuth(level access) func(http.Handler) http.Handler {
-	return func(next http.Handler) http.Handler {
-		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			tok, ok := bearer(r)
-			if !ok {
-				if r.Header.Get("Authorization") != "" {
-					writeError(w, r, s.log, xerr(http.StatusBadRequest, "InvalidToken", "Unexpected authorization type"))
-					return
-				}
-				writeError(w, r, s.log, errAuthMissing)
-				return
-			}
-			claims, err := s.auth.VerifyAccess(r.Context(), tok)
-			if err != nil {
-				writeError(w, r, s.log, err)
-				return
-			}
-			if level == accessFull && claims.Scope != auth.ScopeAccess {
-				writeError(w, r, s.log, xerr(http.StatusBadRequest, "InvalidToken", "Bad token scope"))
-				return
-			}
-			w.Header().Set("Cache-Control", "private")
-			w.Header().Add("Vary", "Authorization")
-			next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), claimsKey, claims)))
-		})
-	}
-}
-
-// isAdmin reports whether the request carries HTTP Basic admin credentials.
-func (s *server) isAdmin(r *http.Request) bool {
-	if s.cfg.AdminPassword == "" {
-		return false
-	}
-	h := r.Header.Get("Authorization")
-	if len(h) < 6 || !strings.EqualFold(h[:6], "basic ") {
-		return false
-	}
-	raw, err := base64.StdEncoding.DecodeString(strings.TrimSpace(h[6:]))
-	if err != nil {
-		return false
-	}
-	user, pass, ok := strings.Cut(string(raw), ":")
-	return ok && user == "admin" && subtle.ConstantTimeCompare([]byte(pass), []byte(s.cfg.AdminPassword)) == 1
-}
-
-// requireAuthOrService accepts a session access token, or a service-auth JWT
-// the account itself signed for this server and method (the video service
-// uploads transcoded video to uploadBlob this way).
-func (s *server) requireAuthOrService(lxm string) func(http.Handler) http.Handler {
-	session := s.requireAuth(accessAny)
-	return func(next http.Handler) http.Handler {
-		withSession := session(next)
-		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			tok, ok := bearer(r)
-			if typ, alg := jwtHeader(tok); !ok || typ != "JWT" || (alg != "ES256K" && alg != "ES256") {
-				withSession.ServeHTTP(w, r)
-				return
-			}
-			rp, err := s.accounts.Repo()
-			if err != nil {
-				writeError(w, r, s.log, err)
-				return
-			}
-			pub, err := s.accounts.PublicKey()
-			if err != nil {
-				writeError(w, r, s.log, err)
-				return
-			}
-			// Only the account's own key can vouch: no lookup needed.
-			keys := func(_ context.Context, did syntax.DID, _ bool) (atcrypto.PublicKey, error) {
-				if did != rp.DID() {
-					return nil, fmt.Errorf("%s is not hosted here", did)
-				}
-				return pub, nil
-			}
-			iss, err := auth.VerifyServiceJWT(r.Context(), tok, s.cfg.ServiceDID, lxm, keys, time.Now())
-			if err != nil {
-				writeError(w, r, s.log, xerr(http.StatusUnauthorized, "AuthRequired", "%v", err))
-				return
-			}
-			claims := &auth.Claims{DID: iss, Scope: auth.ScopeAppPass}
-			next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), claimsKey, claims)))
-		})
-	}
-}
-
-// jwtHeader reads the typ and alg of a JWT's header, verifying nothing.
-func jwtHeader(tok string) (typ, alg string) {
-	h, _, ok := strings.Cut(tok, ".")
-	if !ok {
-		return "", ""
-	}
-	raw, err := base64.RawURLEncoding.DecodeString(h)
-	if err != nil {
-		return "", ""
-	}
-	var hdr struct {
-		Typ string `json:"typ"`
-		Alg string `json:"alg"`
-	}
-	_ = json.Unmarshal(raw, &hdr)
-	return hdr.Typ, hdr.Alg
 }

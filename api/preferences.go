@@ -18,7 +18,7 @@ func (s *server) getPreferences(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, s.log, err)
 		return
 	}
-	full := claimsFrom(r.Context()).Scope == auth.ScopeAccess
+	full := principalFrom(r.Context()).Can(auth.PermAccountEmail)
 	out := make([]json.RawMessage, 0, len(prefs))
 	for _, p := range prefs {
 		// App passwords do not see personal details (birth date).
@@ -54,7 +54,7 @@ func (s *server) putPreferences(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, s.log, invalidRequest("preferences is required"))
 		return
 	}
-	full := claimsFrom(r.Context()).Scope == auth.ScopeAccess
+	full := principalFrom(r.Context()).Can(auth.PermAccountEmail)
 	var kept []json.RawMessage
 	if !full {
 		// An app password cannot see personal details, so it cannot drop

@@ -158,7 +158,7 @@ func (s *server) catchAll(w http.ResponseWriter, r *http.Request) {
 		s.notImplemented(w, r)
 		return
 	}
-	s.requireAuth(accessAny)(http.HandlerFunc(s.proxy)).ServeHTTP(w, r)
+	s.requireAuth(auth.PermRPC)(http.HandlerFunc(s.proxy)).ServeHTTP(w, r)
 }
 
 // proxy forwards an XRPC call this server does not serve to the service
@@ -169,8 +169,7 @@ func (s *server) proxy(w http.ResponseWriter, r *http.Request) {
 		s.methodNotAllowed(w, r)
 		return
 	}
-	claims := claimsFrom(r.Context())
-	if privilegedMethods[nsid] && claims.Scope != auth.ScopeAccess && claims.Scope != auth.ScopeAppPassPrivileged {
+	if privilegedMethods[nsid] && !principalFrom(r.Context()).Can(auth.PermRPCPrivileged) {
 		writeError(w, r, s.log, xerr(http.StatusBadRequest, "InvalidToken", "Bad token method"))
 		return
 	}
@@ -209,8 +208,7 @@ func (s *server) forward(r *http.Request, target Service, method, aud, lxm strin
 	if err != nil {
 		return nil, err
 	}
-	claims := claimsFrom(r.Context())
-	tok, err := auth.SignServiceJWT(key, claims.DID, aud, lxm, 60*time.Second, time.Now())
+	tok, err := auth.SignServiceJWT(key, principalFrom(r.Context()).DID, aud, lxm, 60*time.Second, time.Now())
 	if err != nil {
 		return nil, err
 	}

@@ -79,7 +79,7 @@ func (s *server) refreshSession(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *server) getSession(w http.ResponseWriter, r *http.Request) {
-	claims := claimsFrom(r.Context())
+	p := principalFrom(r.Context())
 	acct, err := s.auth.Account(r.Context())
 	if err != nil {
 		writeError(w, r, s.log, err)
@@ -95,7 +95,7 @@ func (s *server) getSession(w http.ResponseWriter, r *http.Request) {
 	if acct.Deactivated {
 		out["status"] = "deactivated"
 	}
-	if acct.Email != "" && claims.Scope == auth.ScopeAccess {
+	if acct.Email != "" && p.Can(auth.PermAccountEmail) {
 		out["email"] = acct.Email
 	}
 	writeJSON(w, http.StatusOK, out)

@@ -29,8 +29,7 @@ func (s *server) getServiceAuth(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	claims := claimsFrom(r.Context())
-	if lxm != "" && privilegedMethods[lxm] && claims.Scope != auth.ScopeAccess && claims.Scope != auth.ScopeAppPassPrivileged {
+	if lxm != "" && privilegedMethods[lxm] && !principalFrom(r.Context()).Can(auth.PermRPCPrivileged) {
 		writeError(w, r, s.log, invalidRequest("insufficient access to request a service auth token for the following method: %s", lxm))
 		return
 	}
@@ -61,7 +60,7 @@ func (s *server) getServiceAuth(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, s.log, err)
 		return
 	}
-	tok, err := auth.SignServiceJWT(key, claims.DID, aud, lxm, ttl, now)
+	tok, err := auth.SignServiceJWT(key, principalFrom(r.Context()).DID, aud, lxm, ttl, now)
 	if err != nil {
 		writeError(w, r, s.log, err)
 		return
