@@ -31,6 +31,10 @@ var knownErrors = map[string]error{
 	"account.ErrHandleNotVerified":  account.ErrHandleNotVerified,
 	"account.ErrDIDUpdate":          account.ErrDIDUpdate,
 	"account.ErrInvalidPreferences": account.ErrInvalidPreferences,
+	"account.ErrAccountDeactivated": account.ErrAccountDeactivated,
+	"account.ErrAccountTakendown":   account.ErrAccountTakendown,
+	"account.ErrAccountDeleted":     account.ErrAccountDeleted,
+	"account.ErrInvalidTransition":  account.ErrInvalidTransition,
 
 	"auth.ErrNoAccount":              auth.ErrNoAccount,
 	"auth.ErrAccountExists":          auth.ErrAccountExists,
@@ -45,6 +49,7 @@ var knownErrors = map[string]error{
 	"auth.ErrInvalidPassword":        auth.ErrInvalidPassword,
 	"auth.ErrTokenRevoked":           auth.ErrTokenRevoked,
 	"auth.ErrServiceAuth":            auth.ErrServiceAuth,
+	"auth.ErrOtherCredential":        auth.ErrOtherCredential,
 
 	"blobstore.ErrTooLarge":     blobstore.ErrTooLarge,
 	"blobstore.ErrNotFound":     blobstore.ErrNotFound,

@@ -9,6 +9,7 @@ import (
 
 	"github.com/bluesky-social/indigo/atproto/atcrypto"
 	"github.com/bluesky-social/indigo/atproto/syntax"
+	"github.com/pdsbox/pds/account"
 	"github.com/pdsbox/pds/auth"
 )
 
@@ -57,6 +58,14 @@ func (s *server) requireAuth(need auth.Permission) func(http.Handler) http.Handl
 			if err != nil {
 				writeError(w, r, s.log, err)
 				return
+			}
+			if p.DID != "" {
+				// A taken-down or deleted account is refused everywhere
+				// (the reference's checkTakedown); the rule is account's.
+				if err := s.accounts.CheckStatus(r.Context(), account.ActionAuthenticate); err != nil {
+					writeError(w, r, s.log, err)
+					return
+				}
 			}
 			if !p.Can(need) {
 				writeError(w, r, s.log, xerr(http.StatusBadRequest, "InvalidToken", "Bad token scope"))

@@ -3,7 +3,6 @@ package api
 import (
 	"errors"
 	"net/http"
-	"strings"
 
 	"github.com/pdsbox/pds/auth"
 )
@@ -14,12 +13,9 @@ func (s *server) createAppPassword(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, s.log, err)
 		return
 	}
-	name := strings.TrimSpace(in.Name)
-	if name == "" || len(name) > 100 {
-		writeError(w, r, s.log, invalidRequest("app password names are 1 to 100 characters"))
-		return
-	}
-	ap, err := s.auth.CreateAppPassword(r.Context(), name, in.Privileged)
+	// The name rule (trimmed, 1 to auth.MaxAppPasswordNameLength
+	// characters) is auth's.
+	ap, err := s.auth.CreateAppPassword(r.Context(), in.Name, in.Privileged)
 	if err != nil {
 		writeError(w, r, s.log, err)
 		return

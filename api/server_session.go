@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"strings"
 
+	"github.com/pdsbox/pds/account"
 	"github.com/pdsbox/pds/auth"
 )
 
@@ -85,15 +86,20 @@ func (s *server) getSession(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, s.log, err)
 		return
 	}
+	st, err := s.accounts.Status(r.Context())
+	if err != nil {
+		writeError(w, r, s.log, err)
+		return
+	}
 	out := map[string]any{
 		"handle":          acct.Handle.String(),
 		"did":             acct.DID.String(),
 		"emailConfirmed":  false,
 		"emailAuthFactor": false,
-		"active":          !acct.Deactivated,
+		"active":          st == account.StatusActive,
 	}
-	if acct.Deactivated {
-		out["status"] = "deactivated"
+	if st != account.StatusActive {
+		out["status"] = string(st)
 	}
 	if acct.Email != "" && p.Can(auth.PermAccountEmail) {
 		out["email"] = acct.Email
