@@ -104,11 +104,16 @@ func Start(tb testing.TB, o Options) *Server {
 	return &Server{URL: hs.URL, Handler: h, PLC: plc, DB: db, Auth: a, Accounts: accts, Events: ev}
 }
 
-// Do sends one request to the server: body nil, []byte (raw, with
-// contentType) or a value sent as JSON; authorization is the whole
-// Authorization header ("" for none). It returns the status, the body
-// and the headers.
+// Do sends one request to the server's XRPC method nsid; see Request.
 func (s *Server) Do(tb testing.TB, method, nsid, authorization string, body any, contentType string) (int, []byte, http.Header) {
+	tb.Helper()
+	return Request(tb, method, s.URL+"/xrpc/"+nsid, authorization, body, contentType)
+}
+
+// Request sends one request: body nil, []byte (raw, with contentType) or a
+// value sent as JSON; authorization is the whole Authorization header (""
+// for none). It returns the status, the body and the headers.
+func Request(tb testing.TB, method, url, authorization string, body any, contentType string) (int, []byte, http.Header) {
 	tb.Helper()
 	var rd io.Reader
 	switch b := body.(type) {
@@ -123,7 +128,7 @@ func (s *Server) Do(tb testing.TB, method, nsid, authorization string, body any,
 		rd = bytes.NewReader(j)
 		contentType = "application/json"
 	}
-	req, err := http.NewRequest(method, s.URL+"/xrpc/"+nsid, rd)
+	req, err := http.NewRequest(method, url, rd)
 	if err != nil {
 		tb.Fatal(err)
 	}
