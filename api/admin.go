@@ -138,6 +138,10 @@ type adminEmailInput struct {
 }
 
 func (a *adminAPI) updateAccountEmail(w http.ResponseWriter, r *http.Request) {
+	if a.email == nil {
+		writeError(w, r, a.s.log, errNoEmailFlows)
+		return
+	}
 	var in adminEmailInput
 	if err := decodeJSON(w, r, maxJSONBody, &in); err != nil {
 		writeError(w, r, a.s.log, err)
@@ -195,6 +199,10 @@ type sendEmailInput struct {
 // The content is sent as text (its HTML part escaped): the reference's
 // template takes HTML, which we do not pass through unreviewed.
 func (a *adminAPI) sendEmail(w http.ResponseWriter, r *http.Request) {
+	if a.email == nil {
+		writeError(w, r, a.s.log, errNoEmailFlows)
+		return
+	}
 	var in sendEmailInput
 	if err := decodeJSON(w, r, maxJSONBody, &in); err != nil {
 		writeError(w, r, a.s.log, err)
@@ -335,6 +343,10 @@ type emailTokensInput struct {
 // tokens` while the server runs: fresh codes for the live purposes (or
 // the one asked for), since only hashes are stored.
 func (a *adminAPI) issueEmailTokens(w http.ResponseWriter, r *http.Request) {
+	if a.email == nil {
+		writeError(w, r, a.s.log, errNoEmailFlows)
+		return
+	}
 	var in emailTokensInput
 	if err := decodeJSON(w, r, maxJSONBody, &in); err != nil {
 		writeError(w, r, a.s.log, err)

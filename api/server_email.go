@@ -34,12 +34,20 @@ func newEmailAPI(s *server, email *account.Email) *emailAPI {
 	}}
 }
 
+// errNoEmailFlows answers the email methods of a router built without
+// Deps.Email.
+var errNoEmailFlows = xerr(http.StatusNotImplemented, "MethodNotImplemented", "email flows are not configured on this server")
+
 // accountKey keys the per-account limits: there is one account.
 const accountKey = "account"
 
 // limited consumes one request of method's budget for key and answers 429
 // when it is spent.
 func (e *emailAPI) limited(w http.ResponseWriter, r *http.Request, method, key string) bool {
+	if e.email == nil {
+		writeError(w, r, e.s.log, errNoEmailFlows)
+		return true
+	}
 	var checks []limitCheck
 	for _, l := range e.limits[method] {
 		checks = append(checks, limitCheck{l, key})

@@ -51,7 +51,7 @@ func (s *Store) SetPasswordWith(ctx context.Context, password string, check func
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	if err := validNewPassword(password); err != nil {
+	if err := ValidatePassword(password); err != nil {
 		return err
 	}
 	hash, err := hashPassword(password)

@@ -51,8 +51,8 @@ type Account struct {
 	Email  string
 	// CreatedAt is set by CreateAccount when zero.
 	CreatedAt time.Time
-	// Deactivated is the account status (deactivateAccount).
-	Deactivated bool
+	// The account's status (active, deactivated, ...) is the account
+	// package's (account.Status), not a credential.
 	// EmailConfirmedAt is when the current email was confirmed; zero if it
 	// is not.
 	EmailConfirmedAt time.Time
@@ -111,7 +111,6 @@ type accountRecord struct {
 	Handle       string    `json:"handle"`
 	Email        string    `json:"email,omitempty"`
 	CreatedAt    time.Time `json:"createdAt"`
-	Deactivated  bool      `json:"deactivated,omitempty"`
 	PasswordHash string    `json:"passwordHash"`
 	// EmailConfirmedAt is set by confirmEmail and cleared when the email
 	// changes.
@@ -123,11 +122,10 @@ type accountRecord struct {
 
 func (r *accountRecord) account() *Account {
 	return &Account{
-		DID:         syntax.DID(r.DID),
-		Handle:      syntax.Handle(r.Handle),
-		Email:       r.Email,
-		CreatedAt:   r.CreatedAt,
-		Deactivated: r.Deactivated,
+		DID:       syntax.DID(r.DID),
+		Handle:    syntax.Handle(r.Handle),
+		Email:     r.Email,
+		CreatedAt: r.CreatedAt,
 
 		EmailConfirmedAt: r.EmailConfirmedAt,
 	}
@@ -169,7 +167,7 @@ func (s *Store) CreateAccount(ctx context.Context, acct Account, password string
 	if acct.DID == "" || acct.Handle == "" {
 		return fmt.Errorf("%w: DID and handle are required", ErrInvalidAccount)
 	}
-	if err := validNewPassword(password); err != nil {
+	if err := ValidatePassword(password); err != nil {
 		return err
 	}
 	hash, err := hashPassword(password)
@@ -184,7 +182,6 @@ func (s *Store) CreateAccount(ctx context.Context, acct Account, password string
 		Handle:       acct.Handle.Normalize().String(),
 		Email:        strings.ToLower(acct.Email),
 		CreatedAt:    acct.CreatedAt.UTC(),
-		Deactivated:  acct.Deactivated,
 		PasswordHash: hash,
 	}
 	return s.db.Update(func(tx *bolt.Tx) error {
@@ -248,7 +245,7 @@ func (s *Store) SetPassword(ctx context.Context, password string) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	if err := validNewPassword(password); err != nil {
+	if err := ValidatePassword(password); err != nil {
 		return err
 	}
 	hash, err := hashPassword(password)

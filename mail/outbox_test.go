@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pdsbox/pds/internal/testpds"
+	"github.com/pdsbox/pds/internal/mailpit"
 	bolt "go.etcd.io/bbolt"
 )
 
@@ -27,7 +27,7 @@ func openDB(t *testing.T, path string) *bolt.DB {
 	return db
 }
 
-func smtpFor(t *testing.T, mp *testpds.Mailpit) *SMTP {
+func smtpFor(t *testing.T, mp *mailpit.Server) *SMTP {
 	t.Helper()
 	s, err := NewSMTP(SMTPConfig{URL: "smtp://" + mp.SMTPAddr, From: "pds@example.com", Timeout: 2 * time.Second})
 	if err != nil {
@@ -69,7 +69,7 @@ func msgTo(to, subject string) *Message {
 // TestOutboxDeliversAfterOutage: SMTP down when the mail is queued, the
 // outbox retries, and the mail arrives once SMTP is back.
 func TestOutboxDeliversAfterOutage(t *testing.T) {
-	mp := testpds.StartMailpit(t, testpds.MailpitOptions{Stopped: true})
+	mp := mailpit.Start(t, mailpit.Options{Stopped: true})
 	db := openDB(t, filepath.Join(t.TempDir(), "pds.db"))
 	defer db.Close()
 	o, err := NewOutbox(db, smtpFor(t, mp), fastRetry)
@@ -126,7 +126,7 @@ func attempts(t *testing.T, db *bolt.DB) int {
 // TestOutboxDeliversAfterRestart: a mail queued while SMTP is down is sent
 // by the next process that opens the database, once SMTP is back.
 func TestOutboxDeliversAfterRestart(t *testing.T) {
-	mp := testpds.StartMailpit(t, testpds.MailpitOptions{Stopped: true})
+	mp := mailpit.Start(t, mailpit.Options{Stopped: true})
 	path := filepath.Join(t.TempDir(), "pds.db")
 
 	db := openDB(t, path)
@@ -174,7 +174,7 @@ func TestOutboxDeliversAfterRestart(t *testing.T) {
 // was down is never sent, and a mail the server refuses for good is not
 // retried.
 func TestOutboxDropsExpiredAndRefused(t *testing.T) {
-	mp := testpds.StartMailpit(t, testpds.MailpitOptions{Stopped: true, Args: []string{"--smtp-allowed-recipients", "@example\\.com$"}})
+	mp := mailpit.Start(t, mailpit.Options{Stopped: true, Args: []string{"--smtp-allowed-recipients", "@example\\.com$"}})
 	db := openDB(t, filepath.Join(t.TempDir(), "pds.db"))
 	defer db.Close()
 	o, err := NewOutbox(db, smtpFor(t, mp), fastRetry)

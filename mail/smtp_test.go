@@ -18,7 +18,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pdsbox/pds/internal/testpds"
+	"github.com/pdsbox/pds/internal/mailpit"
 )
 
 func TestNewSMTPConfig(t *testing.T) {
@@ -167,7 +167,7 @@ func TestSMTPDeliversToMailpit(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			mp := testpds.StartMailpit(t, testpds.MailpitOptions{Args: tc.args})
+			mp := mailpit.Start(t, mailpit.Options{Args: tc.args})
 			url := tc.scheme + "://" + mp.SMTPAddr
 			if tc.user != "" {
 				url = tc.scheme + "://" + tc.user + "@" + mp.SMTPAddr

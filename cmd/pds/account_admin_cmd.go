@@ -16,6 +16,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/pdsbox/pds/account"
 	"github.com/pdsbox/pds/api"
 )
 
@@ -30,6 +31,8 @@ func accountAdminCmd(args []string, stdout, stderr io.Writer) (code int, ok bool
 		"tokens":         accountTokens,
 		"reset-password": accountResetPassword,
 		"info":           accountInfo,
+		"takedown":       accountTakedown(true),
+		"untakedown":     accountTakedown(false),
 	}
 	run, ok := cmds[args[0]]
 	if !ok {
@@ -246,9 +249,17 @@ func accountInfo(args []string, stdout, stderr io.Writer) int {
 		if !acct.EmailConfirmedAt.IsZero() {
 			info["emailConfirmedAt"] = acct.EmailConfirmedAt.UTC().Format(time.RFC3339)
 		}
-		info["active"] = !acct.Deactivated
-		if acct.Deactivated {
-			info["status"] = "deactivated"
+		st, err := a.accounts.Status(context.Background())
+		if err != nil {
+			fmt.Fprintf(stderr, "pds: %v\n", err)
+			return 1
+		}
+		info["active"] = st == account.StatusActive
+		if st != account.StatusActive {
+			info["status"] = string(st)
+		}
+		if ref := a.accounts.AccountTakedownRef(); ref != "" {
+			info["takedownRef"] = ref
 		}
 	} else {
 		did, err := serverDID(cfg)
@@ -263,7 +274,7 @@ func accountInfo(args []string, stdout, stderr io.Writer) int {
 			info["active"], info["status"] = st["active"], st["status"]
 		}
 	}
-	for _, k := range []string{"did", "handle", "email", "emailConfirmedAt", "indexedAt", "active", "status"} {
+	for _, k := range []string{"did", "handle", "email", "emailConfirmedAt", "indexedAt", "active", "status", "takedownRef"} {
 		if v, ok := info[k]; ok && v != nil && v != "" {
 			fmt.Fprintf(stdout, "%-17s %v\n", k+":", v)
 		}

@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pdsbox/pds/internal/testpds"
+	"github.com/pdsbox/pds/internal/mailpit"
 )
 
 const testAdminPassword = "admin-secret" // startServerWith's PDS_ADMIN_PASSWORD
@@ -95,7 +95,7 @@ func TestAdminRefusesOtherCredentials(t *testing.T) {
 
 // TestAdminMethods: each admin method with the admin password does its job.
 func TestAdminMethods(t *testing.T) {
-	mp := testpds.StartMailpit(t, testpds.MailpitOptions{})
+	mp := mailpit.Start(t, mailpit.Options{})
 	ts := startMailServer(t, mp, "", nil)
 	did, access, refresh := ts.createAccount(t)
 	admin := basicAuth("admin", testAdminPassword)

@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pdsbox/pds/internal/testpds"
+	"github.com/pdsbox/pds/internal/mailpit"
 )
 
 // These tests run the email flows end to end: the real server (wired as
@@ -20,7 +20,7 @@ var mailToken = regexp.MustCompile(`\b[A-Z2-7]{5}-[A-Z2-7]{5}\b`)
 
 // startMailServer starts the server on dataDir with SMTP pointing at mp and
 // its outbox running, as serve runs it, with quick retries. clk may be nil.
-func startMailServer(t *testing.T, mp *testpds.Mailpit, dataDir string, clk *testClock) *testServer {
+func startMailServer(t *testing.T, mp *mailpit.Server, dataDir string, clk *testClock) *testServer {
 	t.Helper()
 	extra := map[string]string{
 		"PDS_EMAIL_SMTP_URL":     "smtp://" + mp.SMTPAddr,
@@ -51,7 +51,7 @@ func startMailServer(t *testing.T, mp *testpds.Mailpit, dataDir string, clk *tes
 
 // tokenFrom returns the one code in a delivered message, checking that
 // both bodies carry it.
-func tokenFrom(t *testing.T, m testpds.MailpitMessage) string {
+func tokenFrom(t *testing.T, m mailpit.Message) string {
 	t.Helper()
 	tok := mailToken.FindString(m.Text)
 	if tok == "" {
@@ -64,7 +64,7 @@ func tokenFrom(t *testing.T, m testpds.MailpitMessage) string {
 }
 
 func TestEmailFlowsEndToEnd(t *testing.T) {
-	mp := testpds.StartMailpit(t, testpds.MailpitOptions{})
+	mp := mailpit.Start(t, mailpit.Options{})
 	clk := newTestClock()
 	ts := startMailServer(t, mp, "", clk)
 	_, access, _ := ts.createAccount(t)
@@ -171,7 +171,7 @@ func TestEmailFlowsEndToEnd(t *testing.T) {
 }
 
 func TestPasswordResetEndToEnd(t *testing.T) {
-	mp := testpds.StartMailpit(t, testpds.MailpitOptions{})
+	mp := mailpit.Start(t, mailpit.Options{})
 	clk := newTestClock()
 	ts := startMailServer(t, mp, "", clk)
 	_, access, refresh := ts.createAccount(t)
@@ -220,7 +220,7 @@ func TestPasswordResetEndToEnd(t *testing.T) {
 // TestEmailDeliveredAfterSMTPOutageAndRestart: a code requested while SMTP
 // is down arrives once it is back, also when the server restarted between.
 func TestEmailDeliveredAfterSMTPOutageAndRestart(t *testing.T) {
-	mp := testpds.StartMailpit(t, testpds.MailpitOptions{})
+	mp := mailpit.Start(t, mailpit.Options{})
 	dir := t.TempDir()
 	ts := startMailServer(t, mp, dir, nil)
 	ts.createAccount(t)
@@ -262,7 +262,7 @@ func TestEmailDeliveredAfterSMTPOutageAndRestart(t *testing.T) {
 // and no Content-Type; those with input as JSON with the headers the
 // client adds.
 func TestEmailCallsAsTheAppMakesThem(t *testing.T) {
-	mp := testpds.StartMailpit(t, testpds.MailpitOptions{})
+	mp := mailpit.Start(t, mailpit.Options{})
 	ts := startMailServer(t, mp, "", nil)
 	_, access, _ := ts.createAccount(t)
 	const addr = "alice@example.com"

@@ -1,4 +1,7 @@
-package testpds
+// Package mailpit runs a real Mailpit SMTP server for tests and reads the
+// delivered mail through its HTTP API. It imports nothing of the server, so
+// any package's tests may use it.
+package mailpit
 
 import (
 	"context"
@@ -14,13 +17,13 @@ import (
 	"time"
 )
 
-// MailpitVersion is the Mailpit that .ci/run installs.
-const MailpitVersion = "v1.33.1"
+// Version is the Mailpit that .ci/run installs.
+const Version = "v1.33.1"
 
-// Mailpit is a real Mailpit SMTP server on 127.0.0.1, started by a test
+// Server is a real Mailpit SMTP server on 127.0.0.1, started by a test
 // and read through its HTTP API. Stop and Start simulate an SMTP outage:
 // it comes back on the same ports.
-type Mailpit struct {
+type Server struct {
 	// SMTPAddr is host:port of its SMTP listener.
 	SMTPAddr string
 	// APIURL is the base URL of its HTTP API.
@@ -33,10 +36,10 @@ type Mailpit struct {
 	done chan struct{}
 }
 
-// FindMailpit returns the Mailpit binary: $MAILPIT, then PATH, then
+// Find returns the Mailpit binary: $MAILPIT, then PATH, then
 // $(go env GOPATH)/bin. When it is missing the test fails under CI (CI=true,
 // where .ci/run installs it) and is skipped elsewhere.
-func FindMailpit(t testing.TB) string {
+func Find(t testing.TB) string {
 	t.Helper()
 	if p := os.Getenv("MAILPIT"); p != "" {
 		return p
@@ -56,7 +59,7 @@ func FindMailpit(t testing.TB) string {
 			return p
 		}
 	}
-	msg := "mailpit not found: install it with `go install github.com/axllent/mailpit@" + MailpitVersion + "` (.ci/run does)"
+	msg := "mailpit not found: install it with `go install github.com/axllent/mailpit@" + Version + "` (.ci/run does)"
 	if os.Getenv("CI") == "true" {
 		t.Fatal(msg)
 	}
@@ -64,20 +67,20 @@ func FindMailpit(t testing.TB) string {
 	return ""
 }
 
-// MailpitOptions are extra settings of a Mailpit.
-type MailpitOptions struct {
+// Options are extra settings of a Mailpit.
+type Options struct {
 	// Args are more command-line flags (TLS, authentication).
 	Args []string
 	// Stopped leaves it stopped: the test calls Start later.
 	Stopped bool
 }
 
-// StartMailpit starts Mailpit on free ports of 127.0.0.1 and stops it when
+// Start starts Mailpit on free ports of 127.0.0.1 and stops it when
 // the test ends.
-func StartMailpit(t testing.TB, opts MailpitOptions) *Mailpit {
+func Start(t testing.TB, opts Options) *Server {
 	t.Helper()
-	bin := FindMailpit(t)
-	m := &Mailpit{
+	bin := Find(t)
+	m := &Server{
 		t:        t,
 		bin:      bin,
 		SMTPAddr: freeAddr(t),
@@ -113,7 +116,7 @@ func freeAddr(t testing.TB) string {
 
 // Start starts Mailpit (again) and waits until its API answers and its SMTP
 // port accepts connections.
-func (m *Mailpit) Start() {
+func (m *Server) Start() {
 	m.t.Helper()
 	if m.cmd != nil {
 		return
@@ -146,7 +149,7 @@ func (m *Mailpit) Start() {
 	}
 }
 
-func (m *Mailpit) ready() bool {
+func (m *Server) ready() bool {
 	c, err := net.DialTimeout("tcp", m.SMTPAddr, time.Second)
 	if err != nil {
 		return false
@@ -161,7 +164,7 @@ func (m *Mailpit) ready() bool {
 }
 
 // Stop stops Mailpit; its SMTP port refuses connections until Start.
-func (m *Mailpit) Stop() {
+func (m *Server) Stop() {
 	if m.cmd == nil {
 		return
 	}
@@ -170,24 +173,24 @@ func (m *Mailpit) Stop() {
 	m.cmd = nil
 }
 
-// MailpitAddress is a sender or recipient in Mailpit's API.
-type MailpitAddress struct {
+// Address is a sender or recipient in Mailpit's API.
+type Address struct {
 	Name    string `json:"Name"`
 	Address string `json:"Address"`
 }
 
-// MailpitMessage is one delivered message as Mailpit parsed it.
-type MailpitMessage struct {
-	ID      string           `json:"ID"`
-	From    MailpitAddress   `json:"From"`
-	To      []MailpitAddress `json:"To"`
-	Subject string           `json:"Subject"`
-	Text    string           `json:"Text"`
-	HTML    string           `json:"HTML"`
+// Message is one delivered message as Mailpit parsed it.
+type Message struct {
+	ID      string    `json:"ID"`
+	From    Address   `json:"From"`
+	To      []Address `json:"To"`
+	Subject string    `json:"Subject"`
+	Text    string    `json:"Text"`
+	HTML    string    `json:"HTML"`
 }
 
 // Messages returns every delivered message, newest first, with bodies.
-func (m *Mailpit) Messages() []MailpitMessage {
+func (m *Server) Messages() []Message {
 	m.t.Helper()
 	var list struct {
 		Messages []struct {
@@ -195,9 +198,9 @@ func (m *Mailpit) Messages() []MailpitMessage {
 		} `json:"messages"`
 	}
 	m.getJSON("/api/v1/messages?limit=1000", &list)
-	out := make([]MailpitMessage, 0, len(list.Messages))
+	out := make([]Message, 0, len(list.Messages))
 	for _, s := range list.Messages {
-		var msg MailpitMessage
+		var msg Message
 		m.getJSON("/api/v1/message/"+s.ID, &msg)
 		out = append(out, msg)
 	}
@@ -206,7 +209,7 @@ func (m *Mailpit) Messages() []MailpitMessage {
 
 // WaitMessage waits up to timeout for a message to `to` whose subject
 // contains subject, and returns the newest such.
-func (m *Mailpit) WaitMessage(to, subject string, timeout time.Duration) MailpitMessage {
+func (m *Server) WaitMessage(to, subject string, timeout time.Duration) Message {
 	m.t.Helper()
 	deadline := time.Now().Add(timeout)
 	for {
@@ -223,7 +226,7 @@ func (m *Mailpit) WaitMessage(to, subject string, timeout time.Duration) Mailpit
 }
 
 // DeleteAll deletes every delivered message.
-func (m *Mailpit) DeleteAll() {
+func (m *Server) DeleteAll() {
 	m.t.Helper()
 	req, _ := http.NewRequest(http.MethodDelete, m.APIURL+"/api/v1/messages", nil)
 	resp, err := http.DefaultClient.Do(req)
@@ -233,7 +236,7 @@ func (m *Mailpit) DeleteAll() {
 	resp.Body.Close()
 }
 
-func (m *Mailpit) getJSON(path string, v any) {
+func (m *Server) getJSON(path string, v any) {
 	m.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
