@@ -467,6 +467,8 @@ func TestSecurity(t *testing.T) {
 		{"expired", bearerAuth(mintJWT(t, "HS256", secret, hdr, with(good, past))), 400, "ExpiredToken", "Token has expired"},
 		{"no exp", bearerAuth(mintJWT(t, "HS256", secret, hdr, with(good, map[string]any{"exp": nil}))), 400, "InvalidToken", ""},
 		{"no iat", bearerAuth(mintJWT(t, "HS256", secret, hdr, with(good, map[string]any{"iat": nil}))), 400, "InvalidToken", ""},
+		{"nbf in the future", bearerAuth(mintJWT(t, "HS256", secret, hdr, with(good, map[string]any{"nbf": now + 600}))), 400, "InvalidToken", ""},
+		{"iat in the future", bearerAuth(mintJWT(t, "HS256", secret, hdr, with(good, map[string]any{"iat": now + 600, "exp": now + 4200}))), 400, "InvalidToken", ""},
 		{"typ JWT", bearerAuth(mintJWT(t, "HS256", secret, with(hdr, map[string]any{"typ": "JWT"}), good)), 400, "InvalidToken", ""},
 		{"no typ", bearerAuth(mintJWT(t, "HS256", secret, with(hdr, map[string]any{"typ": nil}), good)), 400, "InvalidToken", ""},
 		{"typ refresh+jwt", bearerAuth(mintJWT(t, "HS256", secret, with(hdr, map[string]any{"typ": "refresh+jwt"}), good)), 400, "InvalidToken", ""},
@@ -533,6 +535,8 @@ func TestSecurity(t *testing.T) {
 			{"unknown jti", bearerAuth(mintJWT(t, "HS256", secret, rhdr, with(rgood, map[string]any{"jti": "forged"}))), 400, "ExpiredToken", true},
 			{"no jti", bearerAuth(mintJWT(t, "HS256", secret, rhdr, with(rgood, map[string]any{"jti": nil}))), 400, "InvalidToken", false},
 			{"expired", bearerAuth(mintJWT(t, "HS256", secret, rhdr, with(rgood, past))), 400, "ExpiredToken", false},
+			{"nbf in the future", bearerAuth(mintJWT(t, "HS256", secret, rhdr, with(rgood, map[string]any{"nbf": now + 600}))), 400, "InvalidToken", false},
+			{"iat in the future", bearerAuth(mintJWT(t, "HS256", secret, rhdr, with(rgood, map[string]any{"iat": now + 600}))), 400, "InvalidToken", false},
 		} {
 			st, out, _ := s.send(t, rawReq{method: "POST", nsid: "com.atproto.server.refreshSession", authz: tc.authz})
 			wantXRPCError(t, "refreshSession with "+tc.name, st, out, tc.status, tc.errName, "")
