@@ -77,6 +77,8 @@ type server struct {
 	tids     *syntax.TIDClock // record keys for creates without one
 	resolver *identity.Resolver
 	upstream *http.Client      // proxied calls, behind the SSRF guard
+	// operatorUpstream reaches the services the operator configured.
+	operatorUpstream *http.Client
 	local    map[string]string // local XRPC method → its HTTP method
 	mux      http.Handler      // the router, for HEAD of GET routes
 	// subscribers counts open subscribeRepos connections.
@@ -104,6 +106,11 @@ func NewRouter(d Deps) http.Handler {
 		loginIP: d.LoginByIP, loginID: d.LoginByIdentifier, tids: syntax.NewTIDClock(0), resolver: d.Resolver,
 		upstream:    identity.NewSafeClient(0, d.Config.AllowPrivateUpstreams),
 		handleLimit: auth.NewRateLimiter(10, 5*time.Minute, nil)}
+	// What the operator configured is trusted as configured (http, loopback
+	// or a LAN address included); only services learned from DID documents
+	// need the SSRF guard.
+	s.cfg.AppView.operator, s.cfg.ReportService.operator = true, true
+	s.operatorUpstream = identity.NewSafeClient(0, true)
 	if s.loginIP == nil {
 		s.loginIP = auth.NewRateLimiter(30, 5*time.Minute, nil)
 	}
