@@ -76,11 +76,11 @@ type server struct {
 	loginID  *auth.RateLimiter
 	tids     *syntax.TIDClock // record keys for creates without one
 	resolver *identity.Resolver
-	upstream *http.Client      // proxied calls, behind the SSRF guard
+	upstream *http.Client // proxied calls, behind the SSRF guard
 	// operatorUpstream reaches the services the operator configured.
 	operatorUpstream *http.Client
-	local    map[string]string // local XRPC method → its HTTP method
-	mux      http.Handler      // the router, for HEAD of GET routes
+	local            map[string]string // local XRPC method → its HTTP method
+	mux              http.Handler      // the router, for HEAD of GET routes
 	// subscribers counts open subscribeRepos connections.
 	subscribers atomic.Int64
 	// handleLimit bounds handle updates (the reference: 10 per 5 minutes).
