@@ -139,6 +139,7 @@ func NewRouter(d Deps) http.Handler {
 	r.With(full).Post("/xrpc/com.atproto.server.createAppPassword", s.createAppPassword)
 	r.With(full).Get("/xrpc/com.atproto.server.listAppPasswords", s.listAppPasswords)
 	r.With(full).Post("/xrpc/com.atproto.server.revokeAppPassword", s.revokeAppPassword)
+	r.Post("/xrpc/com.atproto.server.createInviteCode", s.createInviteCode) // admin
 
 	// com.atproto.repo
 	r.With(std).Post("/xrpc/com.atproto.repo.createRecord", procedure(s, maxRecordBody, s.doCreateRecord))
