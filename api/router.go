@@ -122,6 +122,7 @@ func NewRouter(d Deps) http.Handler {
 
 	r := chi.NewRouter()
 	r.Use(recoverPanics(s.log), logRequests(s.log), cors)
+	r.Use(s.checkQueryParams)
 
 	r.Get("/", s.landing)
 	r.Get("/robots.txt", s.robots)

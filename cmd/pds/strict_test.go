@@ -78,3 +78,63 @@ func TestPathsNotNSIDs(t *testing.T) {
 		before = s.wantUnchanged(t, p, before, did)
 	}
 }
+
+// TestQueryParamsChecked: every query parameter of a local method is held
+// to its lexicon (required, type, format, range, length), answered 400
+// InvalidRequest naming the parameter; nothing changes.
+func TestQueryParamsChecked(t *testing.T) {
+	s := startServer(t, nil)
+	did, access, _ := s.createAccount(t)
+	st, out := s.call(t, "POST", "com.atproto.repo.createRecord", access, "", map[string]any{"repo": did, "collection": "app.bsky.feed.post", "record": post("x")})
+	wantStatus(t, "createRecord", st, out, 200, "")
+	before := s.snapshot(t, did)
+	lr := "repo=" + did + "&collection=app.bsky.feed.post"
+	for _, tc := range []struct {
+		nsid, query, authz, msg string
+	}{
+		{"com.atproto.repo.listRecords", lr + "&reverse=maybe", "", "Params/reverse must be a boolean"},
+		{"com.atproto.repo.listRecords", lr + "&reverse=1", "", "Params/reverse must be a boolean"},
+		{"com.atproto.repo.listRecords", lr + "&limit=0", "", "Params/limit can not be less than 1"},
+		{"com.atproto.repo.listRecords", lr + "&limit=101", "", "Params/limit can not be greater than 100"},
+		{"com.atproto.repo.listRecords", lr + "&limit=ten", "", "Params/limit must be an integer"},
+		{"com.atproto.repo.listRecords", lr + "&limit=5&limit=6", "", "Params/limit must be a single value"},
+		{"com.atproto.repo.listRecords", "repo=" + did, "", `Params must have the property "collection"`},
+		{"com.atproto.repo.listRecords", "collection=app.bsky.feed.post", "", `Params must have the property "repo"`},
+		{"com.atproto.repo.listRecords", "repo=" + did + "&collection=not-an-nsid", "", "Params/collection must be a valid nsid"},
+		{"com.atproto.repo.getRecord", "repo=" + did + "&collection=app.bsky.feed.post&rkey=x&cid=nope", "", "Params/cid must be a valid cid"},
+		{"com.atproto.repo.getRecord", "repo=" + did + "&collection=app.bsky.feed.post", "", `Params must have the property "rkey"`},
+		{"com.atproto.repo.describeRepo", "repo=not+an+identifier", "", "Params/repo must be a valid at-identifier"},
+		{"com.atproto.repo.describeRepo", "repo=%zz", "", "Invalid query string"},
+		{"com.atproto.sync.listBlobs", "did=" + did + "&since=not-a-tid", "", "Params/since must be a valid tid"},
+		{"com.atproto.sync.listBlobs", "did=" + did + "&limit=1001", "", "Params/limit can not be greater than 1000"},
+		{"com.atproto.sync.getBlocks", "did=" + did, "", `Params must have the property "cids"`},
+		{"com.atproto.sync.getBlocks", "did=" + did + "&cids=", "", `Params must have the property "cids"`},
+		{"com.atproto.sync.getBlocks", "did=" + did + "&cids=bafyreib2rxk3rybk3aobmv5cjuql3bm2twh4jo5uxgf5fekbfokcqiqpie&cids=nope", "", "Params/cids/1 must be a valid cid"},
+		{"com.atproto.sync.getRepo", "did=" + did + "&since=yesterday", "", "Params/since must be a valid tid"},
+		{"com.atproto.sync.getRepo", "did=alice.test", "", "Params/did must be a valid did"},
+		{"com.atproto.sync.getLatestCommit", "", "", `Params must have the property "did"`},
+		{"com.atproto.sync.getBlob", "did=" + did + "&cid=x", "", "Params/cid must be a valid cid"},
+		{"com.atproto.sync.listRepos", "limit=0", "", "Params/limit can not be less than 1"},
+		{"com.atproto.sync.getRepoStatus", "did=" + strings.Repeat("x", 10), "", "Params/did must be a valid did"},
+		{"com.atproto.sync.subscribeRepos", "cursor=abc", "", "Params/cursor must be an integer"},
+		{"com.atproto.server.getServiceAuth", "aud=not-a-did", "Bearer " + access, "aud"},
+		{"com.atproto.server.getServiceAuth", "aud=did:web:" + strings.Repeat("x", 2048), "Bearer " + access, "Params/aud must not be longer than 2048 characters"},
+		{"com.atproto.server.getServiceAuth", "aud=did:web:api.bsky.app&exp=soon", "Bearer " + access, "Params/exp must be an integer"},
+		{"com.atproto.identity.resolveHandle", "handle=not_a_handle", "", "Params/handle must be a valid handle"},
+		{"com.atproto.identity.resolveHandle", "", "", `Params must have the property "handle"`},
+	} {
+		what := tc.nsid + "?" + tc.query
+		st, out, _ := s.send(t, rawReq{method: "GET", nsid: tc.nsid, query: tc.query, authz: tc.authz})
+		wantXRPCError(t, what, st, out, 400, "InvalidRequest", tc.msg)
+		// HEAD answers the same status (CDNs probe this way).
+		if st, _, _ := s.send(t, rawReq{method: "HEAD", nsid: tc.nsid, query: tc.query, authz: tc.authz}); st != 400 {
+			t.Errorf("HEAD %s: status %d, want 400", what, st)
+		}
+		before = s.wantUnchanged(t, what, before, did)
+	}
+	// The well-formed forms still work, an empty value counting as absent.
+	for _, q := range []string{lr + "&reverse=true&limit=100", lr + "&cursor=", lr + "&reverse=false&limit=1"} {
+		st, out, _ := s.send(t, rawReq{method: "GET", nsid: "com.atproto.repo.listRecords", query: q})
+		wantStatus(t, "listRecords?"+q, st, out, 200, "")
+	}
+}
