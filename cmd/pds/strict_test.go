@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -136,5 +137,95 @@ func TestQueryParamsChecked(t *testing.T) {
 	for _, q := range []string{lr + "&reverse=true&limit=100", lr + "&cursor=", lr + "&reverse=false&limit=1"} {
 		st, out, _ := s.send(t, rawReq{method: "GET", nsid: "com.atproto.repo.listRecords", query: q})
 		wantStatus(t, "listRecords?"+q, st, out, 200, "")
+	}
+}
+
+// oversizedExchange sends head and then body over one TCP connection,
+// writing and reading at once as an HTTP client does, and returns the
+// answer's status, envelope, whether it says the connection closes, and
+// the error of writing the body (a reset connection shows up there).
+func (s *testServer) oversizedExchange(t *testing.T, head string, body []byte) (int, map[string]any, bool, error) {
+	t.Helper()
+	conn, err := net.Dial("tcp", strings.TrimPrefix(s.URL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(20 * time.Second))
+	wrote := make(chan error, 1)
+	go func() {
+		if _, err := io.WriteString(conn, head); err != nil {
+			wrote <- err
+			return
+		}
+		for off := 0; off < len(body); off += 64 << 10 {
+			end := min(off+64<<10, len(body))
+			if _, err := conn.Write(body[off:end]); err != nil {
+				wrote <- err
+				return
+			}
+		}
+		wrote <- nil
+	}()
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatalf("no answer could be read: %v (write: %v)", err, <-wrote)
+	}
+	raw, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil {
+		t.Fatalf("reading the answer's body: %v", err)
+	}
+	var out map[string]any
+	if err := json.Unmarshal(raw, &out); err != nil {
+		t.Fatalf("non-JSON answer %d: %q", resp.StatusCode, raw)
+	}
+	return resp.StatusCode, out, resp.Close, <-wrote
+}
+
+// TestPayloadTooLargeAnswered: an oversized body, declared or sent, gets a
+// 413 PayloadTooLarge envelope the client can read, then the connection
+// closes; a client that sends its whole body (up to several MB) is not
+// reset while doing so. Nothing is written.
+func TestPayloadTooLargeAnswered(t *testing.T) {
+	s := startServerWith(t, map[string]string{"PDS_BLOB_UPLOAD_LIMIT": "100000"}, nil)
+	did, access, _ := s.createAccount(t)
+	before := s.snapshot(t, did)
+	big := jsonBody(t, map[string]any{"repo": did, "collection": "app.bsky.feed.post", "record": post(strings.Repeat("a", 1_200_000))})
+	mid := jsonBody(t, map[string]any{"name": strings.Repeat("a", 200_000)})
+	hdr := func(nsid, ctype, framing string) string {
+		return "POST /xrpc/" + nsid + " HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer " + access + "\r\nContent-Type: " + ctype + "\r\n" + framing + "\r\n"
+	}
+	chunk := func(b []byte) []byte {
+		return append([]byte(fmt.Sprintf("%x\r\n", len(b))), append(append([]byte{}, b...), []byte("\r\n0\r\n\r\n")...)...)
+	}
+	png := pngBytes(t, 1_500_000)
+	huge := jsonBody(t, map[string]any{"repo": did, "collection": "app.bsky.feed.post", "record": post(strings.Repeat("a", 6_000_000))})
+	for _, tc := range []struct {
+		name string
+		head string
+		body []byte
+		// sentAll: the client sends its whole body and must not be reset.
+		sentAll bool
+	}{
+		{"createRecord of 1.2 MB", hdr("com.atproto.repo.createRecord", "application/json", fmt.Sprintf("Content-Length: %d\r\n", len(big))), big, true},
+		{"createRecord of 1.2 MB, chunked", hdr("com.atproto.repo.createRecord", "application/json", "Transfer-Encoding: chunked\r\n"), chunk(big), true},
+		{"createAppPassword of 200 KB", hdr("com.atproto.server.createAppPassword", "application/json", fmt.Sprintf("Content-Length: %d\r\n", len(mid))), mid, true},
+		{"uploadBlob of 1.5 MB", hdr("com.atproto.repo.uploadBlob", "image/png", fmt.Sprintf("Content-Length: %d\r\n", len(png))), png, true},
+		{"uploadBlob of 1.5 MB, chunked", hdr("com.atproto.repo.uploadBlob", "image/png", "Transfer-Encoding: chunked\r\n"), chunk(png), true},
+		{"createRecord of 6 MB", hdr("com.atproto.repo.createRecord", "application/json", fmt.Sprintf("Content-Length: %d\r\n", len(huge))), huge, true},
+		{"uploadBlob of 6 MB, chunked", hdr("com.atproto.repo.uploadBlob", "image/png", "Transfer-Encoding: chunked\r\n"), chunk(huge), true},
+		{"declared 50 MB, 100 KB sent", hdr("com.atproto.repo.createRecord", "application/json", "Content-Length: 50000000\r\n"), big[:100_000], false},
+		{"declared 50 MB blob, nothing sent", hdr("com.atproto.repo.uploadBlob", "image/png", "Content-Length: 50000000\r\n"), nil, false},
+	} {
+		st, out, closing, werr := s.oversizedExchange(t, tc.head, tc.body)
+		wantXRPCError(t, tc.name, st, out, 413, "PayloadTooLarge", "")
+		if !closing {
+			t.Errorf("%s: the answer does not say Connection: close", tc.name)
+		}
+		if tc.sentAll && werr != nil {
+			t.Errorf("%s: the client was cut off while sending: %v", tc.name, werr)
+		}
+		before = s.wantUnchanged(t, tc.name, before, did)
 	}
 }
