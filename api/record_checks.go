@@ -93,7 +93,7 @@ func checkBlobSizes(raw json.RawMessage) error {
 	dec.UseNumber()
 	var v any
 	if err := dec.Decode(&v); err != nil {
-		return invalidRequest("Invalid record: %v", err)
+		return describeJSONErrorAt("Input/record", err)
 	}
 	return walkBlobSizes(v, "record", 0)
 }

@@ -339,7 +339,7 @@ func (s *server) doApplyWrites(r *http.Request, in *applyWritesInput) (map[strin
 	for i, raw := range in.Writes {
 		var aw applyWrite
 		if err := json.Unmarshal(raw, &aw); err != nil {
-			return nil, invalidRequest("writes[%d]: %v", i, err)
+			return nil, describeJSONErrorAt(fmt.Sprintf("Input/writes/%d", i), err)
 		}
 		coll, err := parseCollection(aw.Collection)
 		if err != nil {

@@ -2,6 +2,8 @@ package main
 
 import (
 	"bufio"
+	"bytes"
+	"compress/gzip"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
@@ -64,6 +66,20 @@ func setupBadInput(t *testing.T, s *testServer) *badInputFixture {
 	withImage["embed"] = map[string]any{"$type": "app.bsky.embed.images", "images": []any{map[string]any{"alt": "", "image": f.blob}}}
 	put("app.bsky.feed.post", nameTID("image"), withImage)
 	return f
+}
+
+// gzipBytes is b, gzip-compressed.
+func gzipBytes(t *testing.T, b []byte) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	zw := gzip.NewWriter(&buf)
+	if _, err := zw.Write(b); err != nil {
+		t.Fatal(err)
+	}
+	if err := zw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
 }
 
 // unknownBlob is a blob reference to bytes never uploaded.
@@ -312,6 +328,40 @@ func badInputCases(t *testing.T, f *badInputFixture) []badCase {
 	add("putRecord: blob ref a dag-cbor CID in a collection without a lexicon", js("com.atproto.repo.putRecord", with(cr, map[string]any{"collection": "com.example.thing", "rkey": "b",
 		"record": map[string]any{"$type": "com.example.thing", "b": blobWith(map[string]any{"ref": dagCBORRef})}})), 400, "InvalidBlob", "")
 
+	// Content negotiation: the reference's answers, nothing written.
+	enc := func(rq rawReq, coding string) rawReq {
+		rq.headers = map[string]string{"Content-Encoding": coding}
+		return rq
+	}
+	crBody := string(jsonBody(t, cr))
+	invalid("createRecord: no Content-Type", raw("com.atproto.repo.createRecord", "", crBody), "Request encoding (Content-Type) required but not provided")
+	invalid("createRecord: no Content-Type, no body", raw("com.atproto.repo.createRecord", "", ""), "A request body is expected but none was provided")
+	invalid("createRecord: no Content-Type, chunked", chunked(raw("com.atproto.repo.createRecord", "", crBody)), "Request encoding (Content-Type) required but not provided")
+	invalid("createSession: no Content-Type", raw("com.atproto.server.createSession", "", string(jsonBody(t, bodies["com.atproto.server.createSession"]))), "Content-Type")
+	invalid("createAppPassword: no Content-Type", raw("com.atproto.server.createAppPassword", "", `{"name":"x"}`), "Content-Type")
+	for _, coding := range []string{"br", "compress", "zstd", "gzip, br", "x-unknown"} {
+		add("createRecord: Content-Encoding "+coding, enc(raw("com.atproto.repo.createRecord", "application/json", crBody), coding), 415, "UnsupportedMediaType", "unsupported content-encoding")
+		add("uploadBlob: Content-Encoding "+coding, enc(rawReq{method: "POST", nsid: "com.atproto.repo.uploadBlob", authz: auth, contentType: "image/png", body: pngBytes(t, 500)}, coding), 415, "UnsupportedMediaType", "")
+	}
+	gz := gzipBytes(t, []byte(crBody))
+	invalid("createRecord: Content-Encoding gzip, body not gzip", enc(raw("com.atproto.repo.createRecord", "application/json", crBody), "gzip"), "")
+	invalid("createRecord: Content-Encoding gzip, truncated", enc(raw("com.atproto.repo.createRecord", "application/json", string(gz[:len(gz)/2])), "gzip"), "")
+	invalid("createRecord: Content-Encoding deflate, body gzip", enc(raw("com.atproto.repo.createRecord", "application/json", string(gz)), "deflate"), "")
+	invalid("uploadBlob: Content-Encoding gzip, body not gzip", enc(rawReq{method: "POST", nsid: "com.atproto.repo.uploadBlob", authz: auth, contentType: "image/png", body: pngBytes(t, 500)}, "gzip"), "")
+	bomb := gzipBytes(t, append([]byte(`{"repo":"`+f.did+`","collection":"com.example.thing","record":{"$type":"com.example.thing","pad":"`), bytes.Repeat([]byte("a"), 20<<20)...))
+	tooLarge("createRecord: a gzip body that inflates to 20 MB", enc(raw("com.atproto.repo.createRecord", "application/json", string(bomb)), "gzip"))
+	tooLarge("uploadBlob: a gzip body that inflates over the blob limit", enc(rawReq{method: "POST", nsid: "com.atproto.repo.uploadBlob", authz: auth, contentType: "image/png", body: gzipBytes(t, pngBytes(t, 50_000))}, "gzip"))
+
+	// Decode errors say the field and the lexicon's type.
+	invalid("createSession: identifier a number, in lexicon terms", js("com.atproto.server.createSession", map[string]any{"identifier": 1, "password": "x"}), "Input/identifier must be a string")
+	invalid("createRecord: validate a string, in lexicon terms", js("com.atproto.repo.createRecord", with(cr, map[string]any{"validate": "yes"})), "Input/validate must be a boolean")
+	invalid("createRecord: repo an object", js("com.atproto.repo.createRecord", with(cr, map[string]any{"repo": map[string]any{}})), "Input/repo must be a string")
+	invalid("applyWrites: writes an object, in lexicon terms", js("com.atproto.repo.applyWrites", map[string]any{"repo": f.did, "writes": map[string]any{}}), "Input/writes must be an array")
+	invalid("applyWrites: a write that is a string, in lexicon terms", batch(createWrite(nameTID("ok1"), post("a")), "create"), "Input/writes/1 must be an object")
+	invalid("applyWrites: a write whose collection is a number", batch(map[string]any{"$type": "com.atproto.repo.applyWrites#create", "collection": 5, "value": post("a")}), "Input/writes/0/collection must be a string")
+	invalid("createAppPassword: privileged a string", js("com.atproto.server.createAppPassword", map[string]any{"name": "x", "privileged": "yes"}), "Input/privileged must be a boolean")
+	invalid("createRecord: a syntax error says where", raw("com.atproto.repo.createRecord", "application/json", `{"repo": x}`), "at byte")
+
 	// Blobs over the limit (PDS_BLOB_UPLOAD_LIMIT=10000).
 	blob := func(n int) rawReq {
 		return rawReq{method: "POST", nsid: "com.atproto.repo.uploadBlob", authz: auth, contentType: "image/png", body: pngBytes(t, n)}
@@ -388,6 +438,10 @@ func TestBadInput(t *testing.T) {
 	for _, tc := range badInputCases(t, f) {
 		st, out, _ := s.send(t, tc.rq)
 		wantXRPCError(t, tc.name, st, out, tc.status, tc.errName, tc.msg)
+		// Messages speak the lexicon's language, never Go's.
+		if msg, _ := out["message"].(string); strings.Contains(msg, "Go ") || strings.Contains(msg, "json:") || strings.Contains(msg, "api.") || strings.Contains(msg, "struct") {
+			t.Errorf("%s: message leaks Go internals: %q", tc.name, msg)
+		}
 		before = s.wantUnchanged(t, tc.name, before, f.did, f.colls...)
 	}
 

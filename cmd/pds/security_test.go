@@ -105,6 +105,8 @@ type rawReq struct {
 	body        []byte
 	// chunked hides the length: the body goes without Content-Length.
 	chunked bool
+	// headers are set as given (Content-Encoding, ...).
+	headers map[string]string
 }
 
 func bearerAuth(tok string) string { return "Bearer " + tok }
@@ -150,6 +152,9 @@ func (s *testServer) send(t *testing.T, rq rawReq) (int, map[string]any, http.He
 	}
 	if rq.authz != "" {
 		req.Header.Set("Authorization", rq.authz)
+	}
+	for k, v := range rq.headers {
+		req.Header.Set(k, v)
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {

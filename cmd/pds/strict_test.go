@@ -2,6 +2,8 @@ package main
 
 import (
 	"bufio"
+	"bytes"
+	"compress/zlib"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -227,5 +229,43 @@ func TestPayloadTooLargeAnswered(t *testing.T) {
 			t.Errorf("%s: the client was cut off while sending: %v", tc.name, werr)
 		}
 		before = s.wantUnchanged(t, tc.name, before, did)
+	}
+}
+
+// TestContentEncodingAccepted: gzip and deflate bodies, as the reference
+// takes them, are decoded before use: a gzip createRecord writes the
+// record, and a gzip upload stores the decoded bytes (the CID of the
+// image, not of its compression).
+func TestContentEncodingAccepted(t *testing.T) {
+	s := startServer(t, nil)
+	did, access, _ := s.createAccount(t)
+	body := jsonBody(t, map[string]any{"repo": did, "collection": "app.bsky.feed.post", "record": post("compressed")})
+	for _, coding := range []string{"gzip", "x-gzip", "identity", "gzip, identity"} {
+		st, out, _ := s.send(t, rawReq{method: "POST", nsid: "com.atproto.repo.createRecord", authz: bearerAuth(access), contentType: "application/json",
+			body: gzipBytes(t, body), headers: map[string]string{"Content-Encoding": coding}})
+		if coding == "identity" {
+			wantXRPCError(t, "gzip bytes said to be identity", st, out, 400, "InvalidRequest", "")
+			continue
+		}
+		wantStatus(t, "createRecord with Content-Encoding "+coding, st, out, 200, "")
+	}
+	var zbuf bytes.Buffer
+	zw := zlib.NewWriter(&zbuf)
+	_, _ = zw.Write(body)
+	_ = zw.Close()
+	st, out, _ := s.send(t, rawReq{method: "POST", nsid: "com.atproto.repo.createRecord", authz: bearerAuth(access), contentType: "application/json",
+		body: zbuf.Bytes(), headers: map[string]string{"Content-Encoding": "deflate"}})
+	wantStatus(t, "createRecord with Content-Encoding deflate", st, out, 200, "")
+
+	img := pngBytes(t, 4000)
+	st, plain, _ := s.send(t, rawReq{method: "POST", nsid: "com.atproto.repo.uploadBlob", authz: bearerAuth(access), contentType: "image/png", body: img})
+	wantStatus(t, "uploadBlob", st, plain, 200, "")
+	st, zipped, _ := s.send(t, rawReq{method: "POST", nsid: "com.atproto.repo.uploadBlob", authz: bearerAuth(access), contentType: "image/png",
+		body: gzipBytes(t, img), headers: map[string]string{"Content-Encoding": "gzip"}})
+	wantStatus(t, "uploadBlob gzip", st, zipped, 200, "")
+	a, _ := json.Marshal(plain["blob"])
+	b, _ := json.Marshal(zipped["blob"])
+	if string(a) != string(b) {
+		t.Fatalf("the gzip upload stored other bytes: %s, plain %s", b, a)
 	}
 }
