@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -135,7 +136,7 @@ func checkParam(path string, def any, v string) error {
 			return invalidRequest("%s must not be longer than %d characters", path, *d.MaxLength)
 		case d.MinLength != nil && len(v) < *d.MinLength:
 			return invalidRequest("%s must not be shorter than %d characters", path, *d.MinLength)
-		case len(d.Enum) > 0 && !containsString(d.Enum, v):
+		case len(d.Enum) > 0 && !slices.Contains(d.Enum, v):
 			return invalidRequest("%s must be one of (%s)", path, strings.Join(d.Enum, "|"))
 		}
 		if err := d.Validate(v, 0); err != nil {
@@ -146,13 +147,4 @@ func checkParam(path string, def any, v string) error {
 		}
 	}
 	return nil
-}
-
-func containsString(list []string, v string) bool {
-	for _, e := range list {
-		if e == v {
-			return true
-		}
-	}
-	return false
 }
