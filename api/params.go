@@ -17,18 +17,38 @@ import (
 // in the reference's words ("Params/limit must be an integer"). Proxied
 // methods are left to the service that answers them; parameters the
 // lexicon does not name are ignored, as the reference ignores them.
+//
+// Public methods are checked here; a method with a permission is checked
+// by requireAuth once the caller is known (paramsAfterAuth), so that an
+// anonymous caller learns nothing before AuthMissing.
 func (s *server) checkQueryParams(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Method == http.MethodGet || r.Method == http.MethodHead {
-			if nsid, ok := strings.CutPrefix(r.URL.Path, "/xrpc/"); ok && s.local[nsid] == http.MethodGet {
-				if err := s.validateParams(nsid, r.URL.RawQuery); err != nil {
-					writeError(w, r, s.log, err)
-					return
-				}
+		if nsid, ok := s.localQuery(r); ok && !s.authed[nsid] {
+			if err := s.validateParams(nsid, r.URL.RawQuery); err != nil {
+				writeError(w, r, s.log, err)
+				return
 			}
 		}
 		next.ServeHTTP(w, r)
 	})
+}
+
+// paramsAfterAuth is checkQueryParams for a method with a permission,
+// called by requireAuth after the caller is authenticated.
+func (s *server) paramsAfterAuth(r *http.Request) error {
+	if nsid, ok := s.localQuery(r); ok && s.authed[nsid] {
+		return s.validateParams(nsid, r.URL.RawQuery)
+	}
+	return nil
+}
+
+// localQuery returns the NSID of a GET (or HEAD) of a query served here.
+func (s *server) localQuery(r *http.Request) (string, bool) {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		return "", false
+	}
+	nsid, ok := strings.CutPrefix(r.URL.Path, "/xrpc/")
+	return nsid, ok && s.local[nsid] == http.MethodGet
 }
 
 // validateParams checks a raw query string against the parameters of the

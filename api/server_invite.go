@@ -11,15 +11,11 @@ type createInviteCodeInput struct {
 	ForAccount string `json:"forAccount"`
 }
 
-// createInviteCode (admin) answers the server's one invite code: a
+// createInviteCode (admin, by its route's permission) answers the server's one invite code: a
 // single-account server has exactly one, good for creating that account.
 // `pds account invite` asks a running server this way, as `pds account
 // create` asks it to create the account.
 func (s *server) createInviteCode(w http.ResponseWriter, r *http.Request) {
-	if !s.isAdmin(r) {
-		writeError(w, r, s.log, xerr(http.StatusUnauthorized, "AuthenticationRequired", "Authentication Required"))
-		return
-	}
 	var in createInviteCodeInput
 	if err := decodeJSON(w, r, maxJSONBody, &in); err != nil {
 		writeError(w, r, s.log, err)
