@@ -227,31 +227,6 @@ func (a *adminAPI) sendEmail(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]any{"sent": true})
 }
 
-type createInviteCodeInput struct {
-	UseCount   *int   `json:"useCount"`
-	ForAccount string `json:"forAccount"`
-}
-
-// createInviteCode answers the server's one invite code (made if none):
-// it admits the one account, so useCount beyond 1 changes nothing.
-func (a *adminAPI) createInviteCode(w http.ResponseWriter, r *http.Request) {
-	var in createInviteCodeInput
-	if err := decodeJSON(w, r, maxJSONBody, &in); err != nil {
-		writeError(w, r, a.s.log, err)
-		return
-	}
-	if in.UseCount == nil || *in.UseCount < 1 {
-		writeError(w, r, a.s.log, invalidRequest("useCount must be at least 1"))
-		return
-	}
-	info, err := a.s.accounts.InviteCodeInfo()
-	if err != nil {
-		writeError(w, r, a.s.log, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, map[string]any{"code": info.Code})
-}
-
 // getInviteCodes lists the server's invite code with its one possible use.
 func (a *adminAPI) getInviteCodes(w http.ResponseWriter, r *http.Request) {
 	info, err := a.s.accounts.InviteCodeInfo()
