@@ -13,6 +13,7 @@ import (
 	"github.com/pdsbox/pds/blobstore"
 	"github.com/pdsbox/pds/events"
 	"github.com/pdsbox/pds/identity"
+	"github.com/pdsbox/pds/mail"
 	"github.com/pdsbox/pds/mst"
 	"github.com/pdsbox/pds/repo"
 )
@@ -79,6 +80,16 @@ var errorTable = []struct {
 	{blobstore.ErrTooLarge, 413, "PayloadTooLarge", "request entity too large"},
 	{blobstore.ErrBlobNotFound, 400, "BlobNotFound", ""},
 	{blobstore.ErrNotFound, 400, "BlobNotFound", "Blob not found"},
+	{auth.ErrEmailTokenExpired, 400, "ExpiredToken", "Token is expired"},
+	{auth.ErrEmailTokenInvalid, 400, "InvalidToken", "Token is invalid"},
+	{auth.ErrEmailMismatch, 400, "InvalidRequest", "invalid email"},
+	{account.ErrNoEmail, 400, "InvalidRequest", ""},
+	{account.ErrEmailTokenRequired, 400, "TokenRequired", ""},
+	{account.ErrEmailAuthFactorUnsupported, 400, "InvalidRequest", ""},
+	{account.ErrMailNotConfigured, 400, "InvalidRequest", ""},
+	{mail.ErrInvalidAddress, 400, "InvalidRequest", ""},
+	{mail.ErrInvalidMessage, 400, "InvalidRequest", ""},
+	{account.ErrInvalidSubject, 400, "InvalidRequest", ""},
 	{account.ErrInvalidPreferences, 400, "InvalidRequest", ""},
 	{account.ErrAccountDeactivated, 400, "AccountDeactivated", "Account is deactivated"},
 	{account.ErrAccountTakendown, 401, "AccountTakedown", "Account has been taken down"},

@@ -460,7 +460,7 @@ func (s *server) getRecord(w http.ResponseWriter, r *http.Request) {
 			}
 			return err
 		}
-		if want != nil && *want != rec.CID {
+		if (want != nil && *want != rec.CID) || s.accounts.RecordTakedown(atURI(rp.DID(), coll, rkey)).Applied {
 			return xerr(http.StatusBadRequest, "RecordNotFound", "Could not locate record: %s", atURI(rp.DID(), coll, rkey))
 		}
 		val, err := atdata.UnmarshalCBOR(rec.Data)
@@ -505,7 +505,11 @@ func (s *server) listRecords(w http.ResponseWriter, r *http.Request) {
 			return err
 		}
 		list := make([]map[string]any, 0, len(recs))
+		takedowns := s.accounts.RecordTakedownsUnder(atURI(rp.DID(), coll, ""))
 		for _, rec := range recs {
+			if takedowns && s.accounts.RecordTakedown(atURI(rp.DID(), coll, rec.RKey)).Applied {
+				continue // taken down by the operator: not served
+			}
 			val, err := atdata.UnmarshalCBOR(rec.Data)
 			if err != nil {
 				return fmt.Errorf("decoding stored record: %w", err)

@@ -66,6 +66,8 @@ type Deps struct {
 	// LoginByIP and LoginByIdentifier bound createSession attempts; nil
 	// limiters get the defaults (30 per 5 minutes).
 	LoginByIP, LoginByIdentifier *auth.RateLimiter
+	// Email runs the flows confirmed by a mailed code (server_email.go).
+	Email *account.Email
 }
 
 type server struct {
@@ -94,6 +96,10 @@ type server struct {
 	// handleLimit bounds handle updates (the reference: 10 per 5 minutes).
 	handleLimit *auth.RateLimiter
 }
+
+// EmailTokensPath is this server's own admin endpoint behind `pds account
+// tokens` (POST {"purpose"?} → {"tokens": [{purpose, token, expiresAt}]}).
+const EmailTokensPath = "/pds/admin/email-tokens"
 
 // Body limits, as the reference PDS sets them.
 const (
@@ -149,7 +155,33 @@ func NewRouter(d Deps) http.Handler {
 	r.With(need(auth.PermAccountManage)).Post("/xrpc/com.atproto.server.createAppPassword", s.createAppPassword)
 	r.With(need(auth.PermAccountManage)).Get("/xrpc/com.atproto.server.listAppPasswords", s.listAppPasswords)
 	r.With(need(auth.PermAccountManage)).Post("/xrpc/com.atproto.server.revokeAppPassword", s.revokeAppPassword)
-	r.With(need(auth.PermAdmin)).Post("/xrpc/com.atproto.server.createInviteCode", s.createInviteCode)
+	em := newEmailAPI(s, d.Email)
+	r.With(need(auth.PermAccountEmail)).Post("/xrpc/com.atproto.server.requestEmailConfirmation", em.requestEmailConfirmation)
+	r.With(need(auth.PermAccountEmail)).Post("/xrpc/com.atproto.server.confirmEmail", em.confirmEmail)
+	r.With(need(auth.PermAccountManage)).Post("/xrpc/com.atproto.server.requestEmailUpdate", em.requestEmailUpdate)
+	r.With(need(auth.PermAccountEmail)).Post("/xrpc/com.atproto.server.updateEmail", em.updateEmail)
+	r.Post("/xrpc/com.atproto.server.requestPasswordReset", em.requestPasswordReset)
+	r.Post("/xrpc/com.atproto.server.resetPassword", em.resetPassword)
+	r.With(need(auth.PermAccountManage)).Post("/xrpc/com.atproto.server.requestAccountDelete", em.requestAccountDelete)
+	r.With(need(auth.PermIdentityPLC)).Post("/xrpc/com.atproto.identity.requestPlcOperationSignature", em.requestPlcOperationSignature)
+
+	// com.atproto.admin (and createInviteCode): HTTP Basic admin only
+	ad := newAdminAPI(s, d.Email)
+	admin := r.With(ad.limit, need(auth.PermAdmin))
+	admin.Get("/xrpc/com.atproto.admin.getAccountInfo", ad.getAccountInfo)
+	admin.Get("/xrpc/com.atproto.admin.getAccountInfos", ad.getAccountInfos)
+	admin.Post("/xrpc/com.atproto.admin.updateAccountPassword", ad.updateAccountPassword)
+	admin.Post("/xrpc/com.atproto.admin.updateAccountEmail", ad.updateAccountEmail)
+	admin.Post("/xrpc/com.atproto.admin.updateAccountHandle", ad.updateAccountHandle)
+	admin.Post("/xrpc/com.atproto.admin.sendEmail", ad.sendEmail)
+	admin.Post("/xrpc/com.atproto.server.createInviteCode", s.createInviteCode)
+	admin.Get("/xrpc/com.atproto.admin.getInviteCodes", ad.getInviteCodes)
+	admin.Post("/xrpc/com.atproto.admin.disableInviteCodes", ad.disableInviteCodes)
+	admin.Post("/xrpc/com.atproto.admin.disableAccountInvites", ad.setAccountInvites(true))
+	admin.Post("/xrpc/com.atproto.admin.enableAccountInvites", ad.setAccountInvites(false))
+	admin.Post("/xrpc/com.atproto.admin.updateSubjectStatus", ad.updateSubjectStatus)
+	admin.Get("/xrpc/com.atproto.admin.getSubjectStatus", ad.getSubjectStatus)
+	admin.Post(EmailTokensPath, ad.issueEmailTokens) // not XRPC: `pds account tokens`
 
 	// com.atproto.repo
 	r.With(need(auth.PermRepoWrite)).Post("/xrpc/com.atproto.repo.createRecord", procedure(s, maxRecordBody, s.doCreateRecord))

@@ -11,6 +11,7 @@ import (
 	"github.com/bluesky-social/indigo/atproto/syntax"
 	"github.com/gorilla/websocket"
 	"github.com/ipfs/go-cid"
+	"github.com/pdsbox/pds/account"
 	"github.com/pdsbox/pds/events"
 	"github.com/pdsbox/pds/repo"
 )
@@ -23,6 +24,9 @@ func (s *server) syncRepo(did string) (*repo.Repo, error) {
 	rp, err := s.accounts.Repo()
 	if err != nil || rp.DID().String() != did {
 		return nil, xerr(http.StatusBadRequest, "RepoNotFound", "Could not find repo for DID: %s", did)
+	}
+	if err := s.repoTakendown(context.Background(), did); err != nil {
+		return nil, err
 	}
 	return rp, nil
 }
@@ -171,16 +175,23 @@ func (s *server) listRepos(w http.ResponseWriter, r *http.Request) {
 	// One account: a cursor only ever points past it.
 	if rp, err := s.accounts.Repo(); err == nil && r.URL.Query().Get("cursor") == "" {
 		if c, rev, err := rp.Head(); err == nil {
-			repos = append(repos, map[string]any{"did": rp.DID().String(), "head": c.String(), "rev": rev, "active": true})
+			entry := map[string]any{"did": rp.DID().String(), "head": c.String(), "rev": rev, "active": true}
+			s.addStatus(r.Context(), entry)
+			repos = append(repos, entry)
 		}
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"repos": repos})
 }
 
 func (s *server) getRepoStatus(w http.ResponseWriter, r *http.Request) {
-	rp, err := s.syncRepo(r.URL.Query().Get("did"))
-	if err != nil {
-		writeError(w, r, s.log, err)
+	did := r.URL.Query().Get("did")
+	if _, err := syntax.ParseDID(did); err != nil {
+		writeError(w, r, s.log, invalidRequest("Invalid did: %v", err))
+		return
+	}
+	rp, err := s.accounts.Repo()
+	if err != nil || rp.DID().String() != did {
+		writeError(w, r, s.log, xerr(http.StatusBadRequest, "RepoNotFound", "Could not find repo for DID: %s", did))
 		return
 	}
 	_, rev, err := rp.Head()
@@ -188,7 +199,16 @@ func (s *server) getRepoStatus(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, s.log, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"did": rp.DID().String(), "active": true, "rev": rev})
+	out := map[string]any{"did": rp.DID().String(), "active": true, "rev": rev}
+	s.addStatus(r.Context(), out)
+	writeJSON(w, http.StatusOK, out)
+}
+
+// addStatus sets active and status of a repo entry from the account status.
+func (s *server) addStatus(ctx context.Context, out map[string]any) {
+	if st, err := s.accounts.Status(ctx); err == nil && st != account.StatusActive {
+		out["active"], out["status"] = false, string(st)
+	}
 }
 
 // maxSubscribers bounds concurrent subscribeRepos connections.

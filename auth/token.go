@@ -61,11 +61,13 @@ type Claims struct {
 
 // Session is what createSession and refreshSession answer.
 type Session struct {
-	DID        syntax.DID
-	Handle     syntax.Handle
-	Email      string
-	AccessJWT  string
-	RefreshJWT string
+	DID    syntax.DID
+	Handle syntax.Handle
+	Email  string
+	// EmailConfirmed: the email has been confirmed (confirmEmail).
+	EmailConfirmed bool
+	AccessJWT      string
+	RefreshJWT     string
 	// Scope is the scope of AccessJWT.
 	Scope Scope
 	// AppPassword is the app password name; "" for the account password.
@@ -258,12 +260,13 @@ func (s *Store) issue(acct *accountRecord, cred credential, jti string, now time
 		return nil, err
 	}
 	return &Session{
-		DID:         syntax.DID(acct.DID),
-		Handle:      syntax.Handle(acct.Handle),
-		Email:       acct.Email,
-		AccessJWT:   access,
-		RefreshJWT:  refresh,
-		Scope:       cred.scope,
-		AppPassword: cred.apName,
+		DID:            syntax.DID(acct.DID),
+		Handle:         syntax.Handle(acct.Handle),
+		Email:          acct.Email,
+		EmailConfirmed: !acct.EmailConfirmedAt.IsZero(),
+		AccessJWT:      access,
+		RefreshJWT:     refresh,
+		Scope:          cred.scope,
+		AppPassword:    cred.apName,
 	}, nil
 }

@@ -19,7 +19,7 @@ import (
 // accountCmd: pds account create|invite.
 func accountCmd(args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
-		fmt.Fprintln(stderr, "usage: pds account create --handle H --password P [--email E] | pds account invite")
+		fmt.Fprintln(stderr, "usage: pds account create --handle H --password P [--email E] | invite | info | tokens [--purpose P] | reset-password [--password P] | takedown [--ref R] | untakedown")
 		return 2
 	}
 	switch args[0] {
@@ -28,6 +28,9 @@ func accountCmd(args []string, stdout, stderr io.Writer) int {
 	case "invite":
 		return accountInvite(args[1:], stdout, stderr)
 	default:
+		if code, ok := accountAdminCmd(args, stdout, stderr); ok {
+			return code
+		}
 		fmt.Fprintf(stderr, "pds account: unknown command %q\n", args[0])
 		return 2
 	}

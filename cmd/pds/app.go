@@ -19,6 +19,7 @@ import (
 	"github.com/pdsbox/pds/events"
 	"github.com/pdsbox/pds/identity"
 	"github.com/pdsbox/pds/lexicons"
+	"github.com/pdsbox/pds/mail"
 	bolt "go.etcd.io/bbolt"
 	bolterrors "go.etcd.io/bbolt/errors"
 )
@@ -41,6 +42,10 @@ type app struct {
 	crawler  *events.Crawler
 	resolver *identity.Resolver // shared by the API and the account
 	handler  http.Handler
+	// tokens, outbox (nil without SMTP) and email: see wireEmail.
+	tokens *auth.EmailTokens
+	outbox *mail.Outbox
+	email  *account.Email
 }
 
 func openApp(ctx context.Context, cfg *config, log *slog.Logger, lockTimeout time.Duration) (*app, error) {
@@ -93,6 +98,9 @@ func (a *app) wire(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	if err := a.wireEmail(); err != nil {
+		return err
+	}
 	rotationPub, err := cfg.RotationKey.PublicKey()
 	if err != nil {
 		return err
@@ -125,6 +133,7 @@ func (a *app) wire(ctx context.Context) error {
 		Events:   a.events,
 		Lexicons: cat,
 		Log:      a.log,
+		Email:    a.email,
 	})
 	return nil
 }

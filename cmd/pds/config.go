@@ -56,6 +56,9 @@ type config struct {
 	// Now is the clock of session tokens (nil: time.Now); tests move it.
 	Now func() time.Time
 
+	// Email is the SMTP server and outbox settings.
+	Email emailConfig
+
 	JWTSecret     []byte
 	AdminPassword string
 	RotationKey   atcrypto.PrivateKeyExportable
@@ -211,6 +214,9 @@ func loadConfig(getenv env, listenFlag, dataFlag string) (*config, error) {
 	}
 	_ = os.Remove(probe)
 	c.BlobDir = getenv.str("PDS_BLOBSTORE_DISK_LOCATION", filepath.Join(c.DataDir, "blobs"))
+	if c.Email, err = loadEmailConfig(getenv); err != nil {
+		return nil, err
+	}
 
 	secret, err := secretFromEnvOrFile(getenv("PDS_JWT_SECRET"), filepath.Join(c.DataDir, "jwt-secret"), 32)
 	if err != nil {

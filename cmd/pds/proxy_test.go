@@ -574,7 +574,7 @@ func TestProxyPassthrough(t *testing.T) {
 			svc: w.appview, aud: pxAppViewDID, wantStatus: 200,
 		},
 		{
-			name: "protected method is never proxied", method: "POST", nsid: "com.atproto.server.requestAccountDelete",
+			name: "protected method is never proxied", method: "GET", nsid: "com.atproto.server.getAccountInviteCodes",
 			wantStatus: 501, wantError: "MethodNotImplemented",
 		},
 		{
