@@ -153,7 +153,7 @@ func (s *server) doCreateRecord(r *http.Request, in *createRecordInput) (map[str
 	if err != nil {
 		return nil, err
 	}
-	return writeResult(t, c.Ops[0].CID.String(), c, status), nil
+	return writeResult(t, c.Results[0].CID.String(), c, status), nil
 }
 
 // writeTarget is the parsed destination of a single-record write.
@@ -250,25 +250,20 @@ func (s *server) doPutRecord(r *http.Request, in *putRecordInput) (map[string]an
 	if err != nil {
 		return nil, err
 	}
-	action := repo.ActionCreate
-	if _, err := t.rp.GetRecord(t.coll, t.rkey); err == nil {
-		if mustNotExist {
-			return nil, xerr(http.StatusBadRequest, "InvalidSwap", "Record was at %s", t.rkey)
-		}
-		action = repo.ActionUpdate
-	} else if !errors.Is(err, repo.ErrRecordNotFound) {
-		return nil, err
+	// Whether this creates or updates is decided by repo inside the write
+	// transaction; swapRecord null is a create that must find no record.
+	w := repo.Write{Action: repo.ActionPut, Collection: t.coll, RKey: t.rkey, Record: rec, SwapRecord: swapRecord}
+	if mustNotExist {
+		w.Action = repo.ActionCreate
 	}
-	c, err := t.rp.Apply(r.Context(), []repo.Write{{Action: action, Collection: t.coll, RKey: t.rkey, Record: rec, SwapRecord: swapRecord}}, t.swapCommit)
+	c, err := t.rp.Apply(r.Context(), []repo.Write{w}, t.swapCommit)
+	if mustNotExist && errors.Is(err, repo.ErrRecordExists) {
+		return nil, xerr(http.StatusBadRequest, "InvalidSwap", "Record was at %s", t.rkey)
+	}
 	if err != nil {
 		return nil, err
 	}
-	cidStr := ""
-	if len(c.Ops) > 0 {
-		cidStr = c.Ops[0].CID.String()
-	} else if cur, err := t.rp.GetRecord(t.coll, t.rkey); err == nil {
-		cidStr = cur.CID.String() // an update to the identical record
-	}
+	cidStr := c.Results[0].CID.String()
 	return writeResult(t, cidStr, c, status), nil
 }
 
@@ -383,12 +378,6 @@ func (s *server) doApplyWrites(r *http.Request, in *applyWritesInput) (map[strin
 	if err != nil {
 		return nil, err
 	}
-	cids := make(map[string]string, len(c.Ops))
-	for _, op := range c.Ops {
-		if op.CID != nil {
-			cids[op.Path()] = op.CID.String()
-		}
-	}
 	results := make([]map[string]any, len(writes))
 	for i, wr := range writes {
 		res := map[string]any{}
@@ -398,13 +387,7 @@ func (s *server) doApplyWrites(r *http.Request, in *applyWritesInput) (map[strin
 		default:
 			res["$type"] = applyWritesNS + string(wr.Action) + "Result"
 			res["uri"] = atURI(rp.DID(), wr.Collection, wr.RKey)
-			cs, ok := cids[wr.Path()]
-			if !ok { // an update to the identical record
-				if enc, _, err := repo.EncodeRecord(wr.Record); err == nil {
-					cs = enc.String()
-				}
-			}
-			res["cid"] = cs
+			res["cid"] = c.Results[i].CID.String()
 			if statuses[i] != "" {
 				res["validationStatus"] = statuses[i]
 			}
