@@ -1,0 +1,43 @@
+package repo
+
+import (
+	"github.com/ipfs/go-cid"
+	bolt "go.etcd.io/bbolt"
+)
+
+// Stats are the true counts of the stored repository, as
+// com.atproto.server.checkAccountStatus reports them.
+type Stats struct {
+	// Commit and Rev are the head; undefined and "" without one.
+	Commit cid.Cid
+	Rev    string
+	// Blocks is the number of stored blocks (commit, MST nodes, records):
+	// exactly the blocks reachable from the head.
+	Blocks int
+	// Records is the number of indexed record paths.
+	Records int
+}
+
+// Stats counts the repository in one read transaction. It walks the pages of
+// the blocks and records buckets (bbolt keeps no counts), so it costs time
+// in proportion to the repository: it is for status checks, not hot paths.
+func (r *Repo) Stats() (Stats, error) {
+	var st Stats
+	err := r.db.View(func(tx *bolt.Tx) error {
+		h, err := readHead(tx)
+		if err != nil {
+			return err
+		}
+		if h != nil {
+			st.Commit, st.Rev = h.commit, h.rev
+		}
+		if b := tx.Bucket(bucketBlocks); b != nil {
+			st.Blocks = b.Stats().KeyN
+		}
+		if b := tx.Bucket(bucketRecords); b != nil {
+			st.Records = b.Stats().KeyN
+		}
+		return nil
+	})
+	return st, err
+}
