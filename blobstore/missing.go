@@ -259,28 +259,38 @@ func (s *Store) Counts(ctx context.Context) (expected, imported int, err error) 
 }
 
 // DeleteAll deletes every blob, its metadata and every reference (account
-// deletion). Files are removed after the metadata transaction commits; a
-// crash in between leaves files without metadata, which GC removes.
+// deletion): ClearTx in its own transaction, then RemoveFiles.
 func (s *Store) DeleteAll(ctx context.Context) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	err := s.db.Update(func(tx *bolt.Tx) error {
-		for _, name := range []string{bucketBlobs, bucketRefs, bucketMissing} {
-			if err := tx.DeleteBucket([]byte(name)); err != nil && !errors.Is(err, bolt.ErrBucketNotFound) {
-				return err
-			}
-			if _, err := tx.CreateBucket([]byte(name)); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		return fmt.Errorf("blobstore: %w", err)
+	if err := s.db.Update(s.ClearTx); err != nil {
+		return err
 	}
+	return s.RemoveFiles()
+}
+
+// ClearTx deletes the metadata and references of every blob inside the
+// caller's write transaction, so that an account deletion drops them with
+// everything else. The files stay until RemoveFiles (or GC, which removes
+// files without metadata) runs after the transaction commits.
+func (s *Store) ClearTx(tx *bolt.Tx) error {
+	for _, name := range []string{bucketBlobs, bucketRefs, bucketMissing} {
+		if err := tx.DeleteBucket([]byte(name)); err != nil && !errors.Is(err, bolt.ErrBucketNotFound) {
+			return fmt.Errorf("blobstore: %w", err)
+		}
+		if _, err := tx.CreateBucket([]byte(name)); err != nil {
+			return fmt.Errorf("blobstore: %w", err)
+		}
+	}
+	return nil
+}
+
+// RemoveFiles deletes every blob file. Call it only after ClearTx has
+// committed: a file whose metadata remains would be served as missing.
+func (s *Store) RemoveFiles() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	dir := filepath.Join(s.cfg.Dir, blobsDir)
 	entries, err := os.ReadDir(dir)
 	if err != nil {

@@ -1,8 +1,12 @@
 package repo
 
 import (
+	"errors"
+	"fmt"
+
 	"github.com/ipfs/go-cid"
 	bolt "go.etcd.io/bbolt"
+	bolterrors "go.etcd.io/bbolt/errors"
 )
 
 // Stats are the true counts of the stored repository, as
@@ -40,4 +44,34 @@ func (r *Repo) Stats() (Stats, error) {
 		return nil
 	})
 	return st, err
+}
+
+// HeadSyncTx returns, inside the caller's transaction, the head as a #sync
+// event carries it: its rev and a CAR holding only the signed commit block,
+// rooted at it. It returns ErrNoHead for a repository without a commit.
+func HeadSyncTx(tx *bolt.Tx) (rev string, car []byte, err error) {
+	h, err := readHead(tx)
+	if err != nil {
+		return "", nil, err
+	}
+	if h == nil {
+		return "", nil, ErrNoHead
+	}
+	block, err := (txSource{tx.Bucket(bucketBlocks)}).GetBlock(h.commit)
+	if err != nil {
+		return "", nil, fmt.Errorf("%w: head commit: %v", ErrCorrupt, err)
+	}
+	c := &Commit{CID: h.commit, Rev: h.rev, CommitBlock: block}
+	return h.rev, c.SyncCAR(), nil
+}
+
+// DestroyTx deletes the whole repository inside the caller's transaction
+// (account deletion); see Destroy.
+func DestroyTx(tx *bolt.Tx) error {
+	for _, b := range [][]byte{bucketBlocks, bucketRecords, bucketMeta, bucketRecent} {
+		if err := tx.DeleteBucket(b); err != nil && !errors.Is(err, bolterrors.ErrBucketNotFound) {
+			return err
+		}
+	}
+	return nil
 }
