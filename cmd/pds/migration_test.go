@@ -5,16 +5,21 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net/url"
+	"path/filepath"
 	"slices"
 	"testing"
 	"time"
 
 	"github.com/bluesky-social/indigo/atproto/atcrypto"
 	irepo "github.com/bluesky-social/indigo/atproto/repo"
+	"github.com/bluesky-social/indigo/atproto/syntax"
 	"github.com/did-method-plc/go-didplc"
 	"github.com/pdsbox/pds/auth"
 	"github.com/pdsbox/pds/internal/testpds"
+	"github.com/pdsbox/pds/repo"
+	bolt "go.etcd.io/bbolt"
 )
 
 // This file moves an account between servers of ours that share one mock
@@ -390,7 +395,9 @@ func TestMigrationInAndOut(t *testing.T) {
 	}
 	// The firehose keeps its numbering: one #account deleted after the rest.
 	fs := fhSubscribe(t, fhHost(b), "0").waitUntil(t, "#account deleted", func(fs []fhFrame) bool {
-		return slices.ContainsFunc(fs, func(f fhFrame) bool { return f.Account != nil && f.Account.Status != nil && *f.Account.Status == "deleted" })
+		return slices.ContainsFunc(fs, func(f fhFrame) bool {
+			return f.Account != nil && f.Account.Status != nil && *f.Account.Status == "deleted"
+		})
 	})
 	if last := fs[len(fs)-1]; last.Seq != seqBefore+1 || last.Account == nil {
 		t.Fatalf("last event %s seq %d, want #account at %d", last.T, last.Seq, seqBefore+1)
@@ -404,9 +411,237 @@ func TestMigrationInAndOut(t *testing.T) {
 	}
 }
 
-// keep the imports used by the hostile tests in one place.
-var (
-	_ = atcrypto.GeneratePrivateKeyK256
-	_ = didplc.RegularOp{}
-	_ = time.Second
-)
+// migSnapshot is what a refused migration call must leave unchanged.
+type migSnapshot struct {
+	exists   bool
+	status   string
+	seq      int64
+	plcOps   int
+	rejected int
+}
+
+func migSnap(t *testing.T, s *testServer, plc *testpds.MockPLC, did, token string) migSnapshot {
+	t.Helper()
+	snap := migSnapshot{exists: s.app.accounts.Exists(), seq: s.app.events.LastSeq(), plcOps: len(plc.Ops(did))}
+	if snap.exists && token != "" {
+		_, raw, _ := s.callRaw(t, "GET", "com.atproto.server.checkAccountStatus", token, "", nil, "")
+		snap.status = string(raw)
+	}
+	return snap
+}
+
+// migRefused checks a refusal: a 4xx XRPC error with a message, and nothing
+// changed.
+func migRefused(t *testing.T, what string, st int, raw []byte, wantStatus int, wantName string, before, after migSnapshot) {
+	t.Helper()
+	var out map[string]any
+	_ = json.Unmarshal(raw, &out)
+	msg, _ := out["message"].(string)
+	if st != wantStatus || out["error"] != wantName || msg == "" {
+		t.Fatalf("%s: %d %s, want %d %s with a message", what, st, raw, wantStatus, wantName)
+	}
+	if before != after {
+		t.Fatalf("%s changed state:\n%+v\n%+v", what, before, after)
+	}
+	t.Logf("%s: %d %s: %s", what, st, out["error"], msg)
+}
+
+// migForeignCAR builds a signed CAR for did with key, outside any server.
+func migForeignCAR(t *testing.T, did string, key atcrypto.PrivateKey) []byte {
+	t.Helper()
+	db, err := bolt.Open(filepath.Join(t.TempDir(), "x.db"), 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	r, err := repo.Open(db, syntax.DID(did), key, repo.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Apply(context.Background(), []repo.Write{{Action: repo.ActionCreate, Collection: "app.bsky.feed.post", RKey: "3kaaaaaaaaaaa", Record: post("forged")}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	if err := r.ExportCAR(context.Background(), &buf); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+// TestMigrationHostile sends the hostile inputs of a migration to the new
+// server (and, for PLC tokens, to the old): each is a 4xx with a clear
+// message and changes nothing.
+func TestMigrationHostile(t *testing.T) {
+	ctx := context.Background()
+	plc := testpds.NewMockPLC(t)
+	clock := newTestClock()
+	a := startPeer(t, plc, "a", func(c *config) { c.Now = clock.Now })
+	b := startPeer(t, plc, "b", func(c *config) { c.MaxImportBytes = 1 << 20 })
+	other := startPeer(t, plc, "other", nil)
+	did, access, _ := a.createAccount(t)
+	acct := migAccount{did: did, handle: "alice.test", password: "hunter2-hunter2", access: access}
+	migFill(t, a, acct, 20, 2)
+	otherDID, _, _ := other.createAccount(t)
+	const bDID = "did:web:b.example"
+	const lxm = "com.atproto.server.createAccount"
+	aKey, err := a.app.accounts.SigningKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	otherKey, err := other.app.accounts.SigningKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	code, err := b.app.accounts.InviteCode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	input := map[string]any{"did": did, "handle": "alice.test", "password": acct.password, "inviteCode": code}
+	jwt := func(key atcrypto.PrivateKey, iss, aud, lxm string, now time.Time) string {
+		tok, err := auth.SignServiceJWT(key, syntax.DID(iss), aud, lxm, time.Minute, now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tok
+	}
+	now := time.Now()
+
+	// createAccount with a did: bad service-auth tokens.
+	for _, tc := range []struct {
+		name, token string
+		status      int
+		errName     string
+	}{
+		{"no token", "", 401, "AuthMissing"},
+		{"token for another aud", jwt(aKey, did, "did:web:elsewhere.example", lxm, now), 401, "AuthRequired"},
+		{"expired token", jwt(aKey, did, bDID, lxm, now.Add(-time.Hour)), 401, "AuthRequired"},
+		{"token for another method", jwt(aKey, did, bDID, "com.atproto.repo.uploadBlob", now), 401, "AuthRequired"},
+		{"token of another DID", jwt(otherKey, otherDID, bDID, lxm, now), 401, "AuthRequired"},
+		{"token signed by a key not the DID's", jwt(otherKey, did, bDID, lxm, now), 401, "AuthRequired"},
+		{"session token", access, 401, "AuthRequired"},
+	} {
+		before := migSnap(t, b, plc, did, "")
+		st, raw, _ := b.callRaw(t, "POST", "com.atproto.server.createAccount", tc.token, "", input, "")
+		migRefused(t, "createAccount: "+tc.name, st, raw, tc.status, tc.errName, before, migSnap(t, b, plc, did, ""))
+	}
+	good := jwt(aKey, did, bDID, lxm, now)
+	st, out := b.call(t, "POST", "com.atproto.server.createAccount", good, "", input)
+	wantStatus(t, "createAccount", st, out, 200, "")
+	bAccess := out["accessJwt"].(string)
+	before := migSnap(t, b, plc, did, bAccess)
+	st, raw, _ := b.callRaw(t, "POST", "com.atproto.server.createAccount", jwt(aKey, did, bDID, lxm, now), "", input, "")
+	migRefused(t, "createAccount again", st, raw, 400, "InvalidRequest", before, migSnap(t, b, plc, did, bAccess))
+
+	// importRepo: hostile CARs.
+	goodCAR := fhGetCAR(t, a, "com.atproto.sync.getRepo", "did="+did)
+	strangerKey, err := atcrypto.GeneratePrivateKeyK256()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name, ct string
+		body     []byte
+		status   int
+		errName  string
+	}{
+		{"CAR of another DID", "application/vnd.ipld.car", fhGetCAR(t, other, "com.atproto.sync.getRepo", "did="+otherDID), 400, "InvalidRequest"},
+		{"CAR signed by a key not the DID's", "application/vnd.ipld.car", migForeignCAR(t, did, strangerKey), 400, "InvalidRequest"},
+		{"truncated CAR", "application/vnd.ipld.car", goodCAR[:len(goodCAR)/2], 400, "InvalidRequest"},
+		{"CAR cut in its header", "application/vnd.ipld.car", goodCAR[:10], 400, "InvalidRequest"},
+		{"oversized CAR", "application/vnd.ipld.car", append(bytes.Clone(goodCAR), make([]byte, 1<<20)...), 413, "PayloadTooLarge"},
+		{"non-CAR body", "application/vnd.ipld.car", []byte(`{"hello": "not a CAR"}`), 400, "InvalidRequest"},
+		{"JSON content type", "application/json", []byte(`{}`), 400, "InvalidRequest"},
+		{"empty body", "application/vnd.ipld.car", []byte{}, 400, "InvalidRequest"},
+	} {
+		before := migSnap(t, b, plc, did, bAccess)
+		st, raw, _ := b.callRaw(t, "POST", "com.atproto.repo.importRepo", bAccess, "", tc.body, tc.ct)
+		migRefused(t, "importRepo: "+tc.name, st, raw, tc.status, tc.errName, before, migSnap(t, b, plc, did, bAccess))
+	}
+	// Activation before the DID document names b is refused.
+	before = migSnap(t, b, plc, did, bAccess)
+	st, raw, _ = b.callRaw(t, "POST", "com.atproto.server.activateAccount", bAccess, "", nil, "")
+	migRefused(t, "activateAccount before the PLC update", st, raw, 400, "InvalidRequest", before, migSnap(t, b, plc, did, bAccess))
+	st, raw, _ = b.callRaw(t, "POST", "com.atproto.repo.importRepo", bAccess, "", goodCAR, "application/vnd.ipld.car")
+	if st != 200 {
+		t.Fatalf("good import: %d %s", st, raw)
+	}
+
+	// PLC tokens on the old server: wrong, reused, expired.
+	st, creds := b.call(t, "GET", "com.atproto.identity.getRecommendedDidCredentials", bAccess, "", nil)
+	wantStatus(t, "getRecommendedDidCredentials", st, creds, 200, "")
+	sign := func(token string) (int, []byte) {
+		body := maps.Clone(creds)
+		body["token"] = token
+		st, raw, _ := a.callRaw(t, "POST", "com.atproto.identity.signPlcOperation", access, "", body, "")
+		return st, raw
+	}
+	before = migSnap(t, a, plc, did, access)
+	st, raw = sign("AAAAA-BBBBB")
+	migRefused(t, "signPlcOperation: wrong token", st, raw, 400, "InvalidToken", before, migSnap(t, a, plc, did, access))
+	tok, _, err := a.app.tokens.Issue(ctx, auth.PurposePLCOperation)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, raw = sign(tok)
+	if st != 200 {
+		t.Fatalf("signPlcOperation: %d %s", st, raw)
+	}
+	var signed struct {
+		Operation didplc.RegularOp `json:"operation"`
+	}
+	if err := json.Unmarshal(raw, &signed); err != nil {
+		t.Fatal(err)
+	}
+	before = migSnap(t, a, plc, did, access)
+	st, raw = sign(tok)
+	migRefused(t, "signPlcOperation: reused token", st, raw, 400, "InvalidToken", before, migSnap(t, a, plc, did, access))
+	tok, _, err = a.app.tokens.Issue(ctx, auth.PurposePLCOperation)
+	if err != nil {
+		t.Fatal(err)
+	}
+	clock.Advance(16 * time.Minute)
+	st, raw = sign(tok)
+	migRefused(t, "signPlcOperation: expired token", st, raw, 400, "ExpiredToken", before, migSnap(t, a, plc, did, access))
+	delTok, _, err := a.app.tokens.Issue(ctx, auth.PurposeDeleteAccount)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, raw = sign(delTok)
+	migRefused(t, "signPlcOperation: a token of another purpose", st, raw, 400, "InvalidToken", before, migSnap(t, a, plc, did, access))
+
+	// submitPlcOperation on the new server: operations that drop it.
+	rotKey := a.app.cfg.RotationKey
+	resign := func(change func(op *didplc.RegularOp)) any {
+		op := signed.Operation
+		op.Services = maps.Clone(op.Services)
+		op.VerificationMethods = maps.Clone(op.VerificationMethods)
+		op.RotationKeys = slices.Clone(op.RotationKeys)
+		change(&op)
+		op.Sig = nil
+		if err := op.Sign(rotKey); err != nil {
+			t.Fatal(err)
+		}
+		return op
+	}
+	for _, tc := range []struct {
+		name string
+		op   any
+	}{
+		{"drops our service", resign(func(op *didplc.RegularOp) { delete(op.Services, "atproto_pds") })},
+		{"names another endpoint", resign(func(op *didplc.RegularOp) {
+			op.Services["atproto_pds"] = didplc.OpService{Type: "AtprotoPersonalDataServer", Endpoint: "https://evil.example"}
+		})},
+		{"drops our signing key", resign(func(op *didplc.RegularOp) { op.VerificationMethods["atproto"] = fhSigningPub(t, a.app).DIDKey() })},
+		{"drops our rotation key", resign(func(op *didplc.RegularOp) { op.RotationKeys = []string{fhSigningPub(t, a.app).DIDKey()} })},
+		{"another handle", resign(func(op *didplc.RegularOp) { op.AlsoKnownAs = []string{"at://mallory.test"} })},
+		{"not an operation", "hello"},
+		{"unsigned", func() any { op := signed.Operation; op.Sig = nil; return op }()},
+	} {
+		before := migSnap(t, b, plc, did, bAccess)
+		st, raw, _ := b.callRaw(t, "POST", "com.atproto.identity.submitPlcOperation", bAccess, "", map[string]any{"operation": tc.op}, "")
+		migRefused(t, "submitPlcOperation: "+tc.name, st, raw, 400, "InvalidRequest", before, migSnap(t, b, plc, did, bAccess))
+	}
+	// The signed operation itself goes through.
+	st, out = b.call(t, "POST", "com.atproto.identity.submitPlcOperation", bAccess, "", map[string]any{"operation": signed.Operation})
+	wantStatus(t, "submitPlcOperation", st, out, 200, "")
+}
