@@ -6,9 +6,11 @@ import (
 	"encoding/json"
 	"fmt"
 	"maps"
+	"net/http"
 	"net/url"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -219,11 +221,9 @@ func migrate(t *testing.T, old, nu *testServer, a migAccount, blobs map[string][
 	// the new one recommends; the new one submits it.
 	st, creds := nu.call(t, "GET", "com.atproto.identity.getRecommendedDidCredentials", n.access, "", nil)
 	wantStatus(t, "getRecommendedDidCredentials", st, creds, 200, "")
-	tok, _, err := old.app.tokens.Issue(context.Background(), auth.PurposePLCOperation)
-	if err != nil {
-		t.Fatal(err)
-	}
-	creds["token"] = tok
+	// No mail here: the operator's CLI asks the running server, as the
+	// admin, which is this route.
+	creds["token"] = migAdminToken(t, old, "plc_operation")
 	st, out = old.call(t, "POST", "com.atproto.identity.signPlcOperation", a.access, "", creds)
 	wantStatus(t, "signPlcOperation", st, out, 200, "")
 	op := out["operation"]
@@ -644,4 +644,50 @@ func TestMigrationHostile(t *testing.T) {
 	// The signed operation itself goes through.
 	st, out = b.call(t, "POST", "com.atproto.identity.submitPlcOperation", bAccess, "", map[string]any{"operation": signed.Operation})
 	wantStatus(t, "submitPlcOperation", st, out, 200, "")
+}
+
+// TestAccountPLCTokenCommand: `pds account plc-token` prints, as its last
+// line, a token that signPlcOperation accepts once.
+func TestAccountPLCTokenCommand(t *testing.T) {
+	s := startServer(t, nil)
+	_, access, _ := s.createAccount(t)
+	dir := s.app.cfg.DataDir
+	s.stop()
+	var out, errOut bytes.Buffer
+	if code := accountCmd([]string{"plc-token", "--data", dir}, &out, &errOut); code != 0 {
+		t.Fatalf("plc-token: exit %d: %s", code, errOut.String())
+	}
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	tok := lines[len(lines)-1]
+	a, ok := openOffline(dir, &errOut, "")
+	if !ok {
+		t.Fatal(errOut.String())
+	}
+	defer a.Close()
+	if err := a.tokens.Check(context.Background(), auth.PurposePLCOperation, tok); err != nil {
+		t.Fatalf("printed token %q: %v", tok, err)
+	}
+	_ = access
+}
+
+// migAdminToken issues a token through the admin route the CLI uses while
+// the server runs.
+func migAdminToken(t *testing.T, s *testServer, purpose string) string {
+	t.Helper()
+	req, err := http.NewRequest("POST", s.URL+"/admin/token?purpose="+purpose, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.SetBasicAuth("admin", "admin-secret")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var out map[string]string
+	_ = json.NewDecoder(resp.Body).Decode(&out)
+	if resp.StatusCode != 200 || out["token"] == "" {
+		t.Fatalf("admin token: %d %v", resp.StatusCode, out)
+	}
+	return out["token"]
 }
