@@ -217,7 +217,7 @@ func migrate(t *testing.T, old, nu *testServer, a migAccount, blobs map[string][
 	}
 	// Writes are refused while deactivated.
 	st, out = nu.call(t, "POST", "com.atproto.repo.createRecord", n.access, "", map[string]any{"repo": n.did, "collection": "app.bsky.feed.post", "record": post("too early")})
-	wantStatus(t, "createRecord while deactivated", st, out, 401, "AccountDeactivated")
+	wantStatus(t, "createRecord while deactivated", st, out, 400, "AccountDeactivated")
 
 	// 4. The DID: the old server signs, with a mailed token, the operation
 	// the new one recommends; the new one submits it.
