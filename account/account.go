@@ -136,6 +136,12 @@ func (s *Service) beforeCommit(tx *bolt.Tx, c *repo.Commit) error {
 	if c.Sync {
 		action = ActionImport
 	}
+	if !c.Sync && c.Since == nil && len(c.Ops) == 0 && statusTx(tx) == StatusDeactivated {
+		// The empty first commit of an account migrating in: it gives
+		// checkAccountStatus and sync a head until the import, and is
+		// announced by nobody (the account is not active yet).
+		return nil
+	}
 	if err := statusTx(tx).Allows(action); err != nil {
 		return err
 	}

@@ -130,6 +130,11 @@ func (s *Service) CreateMigrating(ctx context.Context, did syntax.DID, p CreateP
 	if err != nil {
 		return nil, err
 	}
+	// An empty, silent first commit, as the reference makes one: clients
+	// read repoCommit from checkAccountStatus before the import.
+	if _, err := r.Init(ctx); err != nil {
+		return nil, err
+	}
 	acct := auth.Account{DID: did, Handle: handle, Email: p.Email, CreatedAt: time.Now().UTC()}
 	if err := s.auth.CreateAccount(ctx, acct, p.Password); err != nil {
 		return nil, err

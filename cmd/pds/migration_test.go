@@ -160,7 +160,7 @@ func migrate(t *testing.T, old, nu *testServer, a migAccount, blobs map[string][
 	}
 	st, out = nu.call(t, "GET", "com.atproto.server.checkAccountStatus", n.access, "", nil)
 	wantStatus(t, "checkAccountStatus", st, out, 200, "")
-	if out["activated"] != false || out["validDid"] != false || out["indexedRecords"] != 0.0 {
+	if out["activated"] != false || out["validDid"] != false || out["indexedRecords"] != 0.0 || out["repoCommit"] == "" || out["repoRev"] == "" {
 		t.Fatalf("fresh migrating account: %v", out)
 	}
 
