@@ -84,6 +84,15 @@ var routePermissions = map[string]string{
 	"POST com.atproto.admin.updateSubjectStatus":             "admin",
 	"GET com.atproto.admin.getSubjectStatus":                 "admin",
 	"POST /pds/admin/email-tokens":                           "admin",
+	"POST com.atproto.identity.signPlcOperation":             "identity:plc",
+	"POST com.atproto.identity.submitPlcOperation":           "identity:plc",
+	"POST com.atproto.repo.importRepo":                       "account:manage",
+	"GET com.atproto.repo.listMissingBlobs":                  "account:read",
+	"POST com.atproto.server.activateAccount":                "account:manage",
+	"GET com.atproto.server.checkAccountStatus":              "account:read",
+	"POST com.atproto.server.deactivateAccount":              "account:manage",
+	"POST com.atproto.server.deleteAccount":                  "",
+	"POST /admin/token":                                      "admin",
 	// Everything else under /xrpc/ is proxied with an access token.
 	"* /xrpc/*": "rpc",
 }

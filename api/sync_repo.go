@@ -11,7 +11,6 @@ import (
 	"github.com/bluesky-social/indigo/atproto/syntax"
 	"github.com/gorilla/websocket"
 	"github.com/ipfs/go-cid"
-	"github.com/pdsbox/pds/account"
 	"github.com/pdsbox/pds/events"
 	"github.com/pdsbox/pds/repo"
 )
@@ -175,9 +174,9 @@ func (s *server) listRepos(w http.ResponseWriter, r *http.Request) {
 	// One account: a cursor only ever points past it.
 	if rp, err := s.accounts.Repo(); err == nil && r.URL.Query().Get("cursor") == "" {
 		if c, rev, err := rp.Head(); err == nil {
-			entry := map[string]any{"did": rp.DID().String(), "head": c.String(), "rev": rev, "active": true}
-			s.addStatus(r.Context(), entry)
-			repos = append(repos, entry)
+			row := map[string]any{"did": rp.DID().String(), "head": c.String(), "rev": rev}
+			s.repoStatusFields(r.Context(), row)
+			repos = append(repos, row)
 		}
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"repos": repos})
@@ -194,21 +193,16 @@ func (s *server) getRepoStatus(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, s.log, xerr(http.StatusBadRequest, "RepoNotFound", "Could not find repo for DID: %s", did))
 		return
 	}
-	_, rev, err := rp.Head()
-	if err != nil {
+	out := map[string]any{"did": rp.DID().String()}
+	s.repoStatusFields(r.Context(), out)
+	// A repository migrating in has no commit until its import.
+	if _, rev, err := rp.Head(); err == nil {
+		out["rev"] = rev
+	} else if !errors.Is(err, repo.ErrNoHead) {
 		writeError(w, r, s.log, err)
 		return
 	}
-	out := map[string]any{"did": rp.DID().String(), "active": true, "rev": rev}
-	s.addStatus(r.Context(), out)
 	writeJSON(w, http.StatusOK, out)
-}
-
-// addStatus sets active and status of a repo entry from the account status.
-func (s *server) addStatus(ctx context.Context, out map[string]any) {
-	if st, err := s.accounts.Status(ctx); err == nil && st != account.StatusActive {
-		out["active"], out["status"] = false, string(st)
-	}
 }
 
 // maxSubscribers bounds concurrent subscribeRepos connections.

@@ -183,6 +183,9 @@ func (s *Store) CreateAccount(ctx context.Context, acct Account, password string
 		Email:        strings.ToLower(acct.Email),
 		CreatedAt:    acct.CreatedAt.UTC(),
 		PasswordHash: hash,
+		// Tokens of an earlier account of the same DID (deleted, then
+		// migrated back here) must not work for this one.
+		TokensNotBefore: s.now().Unix(),
 	}
 	return s.db.Update(func(tx *bolt.Tx) error {
 		if tx.Bucket(bucketAccount).Get(keyAccount) != nil {

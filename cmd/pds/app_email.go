@@ -2,18 +2,14 @@ package main
 
 import (
 	"github.com/pdsbox/pds/account"
-	"github.com/pdsbox/pds/auth"
 	"github.com/pdsbox/pds/mail"
 )
 
 // wireEmail makes the token store, the outbox (when SMTP is configured) and
 // the email flows. The outbox is run by serve.
 func (a *app) wireEmail() error {
-	tokens, err := auth.NewEmailTokens(a.db, a.cfg.Now)
-	if err != nil {
-		return err
-	}
-	a.tokens = tokens
+	tokens := a.tokens // opened in wire, before the account, which uses it too
+	var err error
 	if s := a.cfg.Email.SMTP; s != nil {
 		a.outbox, err = mail.NewOutbox(a.db, s, mail.OutboxConfig{
 			RetryMin: a.cfg.Email.RetryMin,

@@ -13,10 +13,12 @@
 //	repo_meta            "did" "commit" "rev" "data"  the head                               repo
 //	blobs                CID string               JSON metadata (mime, size, times, refs)    blobstore
 //	blob_refs            collection/rkey          CID bytes of the blobs the record uses     blobstore
+//	blob_missing         CID string               JSON {refs, path}: imported, not uploaded  blobstore
 //	events               seq (uint64 BE)          time (unix ns, 8 bytes) | wire frame       events
 //	auth_account         "account"                JSON: DID, handle, email, password hash    auth
 //	auth_app_passwords   name                     JSON app password record (hash, id)        auth
 //	auth_refresh_tokens  jti                      JSON refresh token record                  auth
+//	auth_email_tokens    purpose                  JSON {hash, issuedAt, expiresAt}           auth
 //	server_meta          "invite_code"            the invite code                            account
 //	server_meta          "account_status"         account.Status ("active" when absent)      account
 //	account_prefs        "app.bsky"               JSON preferences array                     account
