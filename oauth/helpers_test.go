@@ -62,7 +62,7 @@ type testPDS struct {
 
 type testClock struct{ offset atomic.Int64 }
 
-func (c *testClock) now() time.Time         { return time.Now().Add(time.Duration(c.offset.Load())) }
+func (c *testClock) now() time.Time          { return time.Now().Add(time.Duration(c.offset.Load())) }
 func (c *testClock) advance(d time.Duration) { c.offset.Add(int64(d)) }
 
 func catalog(t *testing.T) lexicon.Catalog {
