@@ -1,6 +1,7 @@
 package oauth
 
 import (
+	"fmt"
 	"strings"
 
 	atpauth "github.com/bluesky-social/indigo/atproto/auth"
@@ -60,6 +61,35 @@ func joinWords(w []string) string {
 	return strings.Join(w[:len(w)-1], ", ") + " and " + w[len(w)-1]
 }
 
+// mimeName names a blob accept pattern in words.
+func mimeName(accept string) string {
+	switch accept {
+	case "*/*":
+		return "files of any type"
+	case "image/*":
+		return "images"
+	case "video/*":
+		return "videos"
+	case "audio/*":
+		return "audio"
+	}
+	return accept + " files"
+}
+
+// commonPrefix is the longest dot-ended prefix the NSIDs share.
+func commonPrefix(ids []string) string {
+	prefix := ids[0]
+	for _, id := range ids[1:] {
+		for !strings.HasPrefix(id, prefix) {
+			prefix = prefix[:len(prefix)-1]
+		}
+	}
+	if i := strings.LastIndex(prefix, "."); i >= 0 {
+		return prefix[:i+1]
+	}
+	return ""
+}
+
 func capitalize(s string) string {
 	if s == "" {
 		return s
@@ -77,10 +107,11 @@ func describePermission(p atpauth.Permission) permissionView {
 		return permissionView{Title: capitalize(verbs(p.Action)) + " " + joinWords(names),
 			Detail: "These records are public: anyone can see what the app writes in your name."}
 	case "blob":
-		what := joinWords(p.Accept)
-		if len(p.Accept) == 1 && p.Accept[0] == "*/*" {
-			what = "files of any type"
+		var kinds []string
+		for _, a := range p.Accept {
+			kinds = append(kinds, mimeName(a))
 		}
+		what := joinWords(kinds)
 		return permissionView{Title: "Upload " + what, Detail: "Images, video and other files you attach to records."}
 	case "rpc":
 		svc := p.Audience
@@ -88,8 +119,11 @@ func describePermission(p atpauth.Permission) permissionView {
 			svc = "any service"
 		}
 		methods := joinWords(p.Endpoint)
-		if len(p.Endpoint) == 1 && p.Endpoint[0] == "*" {
+		switch {
+		case len(p.Endpoint) == 1 && p.Endpoint[0] == "*":
 			methods = "any method"
+		case len(p.Endpoint) > 3:
+			methods = fmt.Sprintf("%d methods of %s*", len(p.Endpoint), commonPrefix(p.Endpoint))
 		}
 		return permissionView{Title: "Call " + methods + " at " + svc + " in your name",
 			Detail: "Your server vouches for the app when it talks to that service."}
@@ -104,7 +138,7 @@ func describePermission(p atpauth.Permission) permissionView {
 		case p.Attribute == "email":
 			return permissionView{Title: "See your email address"}
 		case p.Attribute == "repo" && act == "manage":
-			return permissionView{Title: "Replace your whole repository", Detail: "Used to move an account between servers: it can overwrite everything you have posted."}
+			return permissionView{Title: "Replace your whole repository", Risky: true, Detail: "Used to move an account between servers: it can overwrite everything you have posted."}
 		default:
 			return permissionView{Title: "See the state of your repository"}
 		}
@@ -112,7 +146,7 @@ func describePermission(p atpauth.Permission) permissionView {
 		if p.Attribute == "handle" {
 			return permissionView{Title: "Change your handle", Detail: "Your @name, as others see it."}
 		}
-		return permissionView{Title: "Control your identity", Detail: "Change your handle, keys and hosting server: full control of who your account is. Only allow this for an app you trust completely."}
+		return permissionView{Title: "Control your identity", Risky: true, Detail: "Change your handle, keys and hosting server: full control of who your account is. Only allow this for an app you trust completely."}
 	}
 	return permissionView{Title: p.ScopeString()}
 }

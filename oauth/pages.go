@@ -63,6 +63,8 @@ type permissionView struct {
 	Title  string
 	Detail string
 	Scope  string
+	// Risky marks permissions that hand over the account itself.
+	Risky bool
 }
 
 type sessionView struct {
