@@ -51,7 +51,7 @@ func (a *testAccount) CheckPassword(_ context.Context, identifier, password stri
 // testPDS is an oauth.Server on a real bbolt file behind a real HTTP
 // server on 127.0.0.1, with a resource route that authenticates with it.
 type testPDS struct {
-	t      *testing.T
+	t      testing.TB
 	srv    *Server
 	http   *httptest.Server
 	db     *bolt.DB
@@ -65,7 +65,7 @@ type testClock struct{ offset atomic.Int64 }
 func (c *testClock) now() time.Time          { return time.Now().Add(time.Duration(c.offset.Load())) }
 func (c *testClock) advance(d time.Duration) { c.offset.Add(int64(d)) }
 
-func catalog(t *testing.T) lexicon.Catalog {
+func catalog(t testing.TB) lexicon.Catalog {
 	t.Helper()
 	cat := lexicon.NewBaseCatalog()
 	if err := cat.LoadEmbedFS(lexicons.FS); err != nil {
@@ -80,7 +80,7 @@ type pdsOptions struct {
 	httpClient   *http.Client
 }
 
-func newTestPDS(t *testing.T, opt pdsOptions) *testPDS {
+func newTestPDS(t testing.TB, opt pdsOptions) *testPDS {
 	t.Helper()
 	p := &testPDS{t: t, clock: &testClock{}, dbPath: filepath.Join(t.TempDir(), "pds.db")}
 	mux := http.NewServeMux()
@@ -147,7 +147,7 @@ type clientSite struct {
 	Cb   string
 }
 
-func newClientSite(t *testing.T, scopes []string) (*clientSite, *oauth.ClientConfig) {
+func newClientSite(t testing.TB, scopes []string) (*clientSite, *oauth.ClientConfig) {
 	t.Helper()
 	cs := &clientSite{}
 	mux := http.NewServeMux()
@@ -216,11 +216,11 @@ func (p *testPDS) startFlow(app *oauth.ClientApp, scopes []string) (string, *oau
 
 // browser is a cookie-keeping HTTP client that does not follow redirects.
 type browser struct {
-	t *testing.T
+	t testing.TB
 	c *http.Client
 }
 
-func newBrowser(t *testing.T) *browser {
+func newBrowser(t testing.TB) *browser {
 	jar, _ := cookiejar.New(nil)
 	return &browser{t: t, c: &http.Client{Jar: jar, CheckRedirect: func(*http.Request, []*http.Request) error {
 		return http.ErrUseLastResponse
@@ -259,7 +259,7 @@ var (
 	requestURIRE = regexp.MustCompile(`name="request_uri" value="([^"]+)"`)
 )
 
-func field(t *testing.T, re *regexp.Regexp, page string) string {
+func field(t testing.TB, re *regexp.Regexp, page string) string {
 	t.Helper()
 	m := re.FindStringSubmatch(page)
 	if m == nil {

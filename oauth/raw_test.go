@@ -22,7 +22,7 @@ type dpopKey struct {
 	jwk  *atcrypto.JWK
 }
 
-func newKey(t *testing.T) *dpopKey {
+func newKey(t testing.TB) *dpopKey {
 	t.Helper()
 	priv, err := atcrypto.GeneratePrivateKeyP256()
 	if err != nil {
@@ -39,7 +39,7 @@ func b64json(v any) string {
 }
 
 // sign makes a compact ES256 JWS of header and claims.
-func (k *dpopKey) sign(t *testing.T, header, claims map[string]any) string {
+func (k *dpopKey) sign(t testing.TB, header, claims map[string]any) string {
 	t.Helper()
 	signed := b64json(header) + "." + b64json(claims)
 	sig, err := k.priv.HashAndSign([]byte(signed))
@@ -50,7 +50,7 @@ func (k *dpopKey) sign(t *testing.T, header, claims map[string]any) string {
 }
 
 // proof is a DPoP proof; mut may change the header and claims first.
-func (k *dpopKey) proof(t *testing.T, method, htu, nonce, accessToken string, mut func(h, c map[string]any)) string {
+func (k *dpopKey) proof(t testing.TB, method, htu, nonce, accessToken string, mut func(h, c map[string]any)) string {
 	h := map[string]any{"typ": "dpop+jwt", "alg": "ES256", "jwk": k.jwk}
 	c := map[string]any{"jti": randomToken(12), "htm": method, "htu": htu, "iat": time.Now().Unix()}
 	if nonce != "" {
@@ -74,7 +74,7 @@ type oauthAnswer struct {
 
 func (a oauthAnswer) str(k string) string { s, _ := a.Body[k].(string); return s }
 
-func doReq(t *testing.T, req *http.Request) oauthAnswer {
+func doReq(t testing.TB, req *http.Request) oauthAnswer {
 	t.Helper()
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
@@ -88,7 +88,7 @@ func doReq(t *testing.T, req *http.Request) oauthAnswer {
 }
 
 // postForm posts f to path with a proof by key (nil: no proof).
-func (p *testPDS) postForm(t *testing.T, path string, f url.Values, key *dpopKey, mut func(h, c map[string]any)) oauthAnswer {
+func (p *testPDS) postForm(t testing.TB, path string, f url.Values, key *dpopKey, mut func(h, c map[string]any)) oauthAnswer {
 	t.Helper()
 	req, _ := http.NewRequest(http.MethodPost, p.URL+path, strings.NewReader(f.Encode()))
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
@@ -99,7 +99,7 @@ func (p *testPDS) postForm(t *testing.T, path string, f url.Values, key *dpopKey
 }
 
 // call makes a resource request with a token and a proof by key.
-func (p *testPDS) call(t *testing.T, token string, key *dpopKey, mut func(h, c map[string]any)) oauthAnswer {
+func (p *testPDS) call(t testing.TB, token string, key *dpopKey, mut func(h, c map[string]any)) oauthAnswer {
 	t.Helper()
 	u := p.URL + "/xrpc/com.example.check"
 	req, _ := http.NewRequest(http.MethodGet, u+"?collection=app.bsky.feed.post&action=create", nil)
@@ -117,7 +117,7 @@ func challenge(v string) string {
 
 // par pushes a request for the site's client with key and returns the
 // request_uri.
-func (p *testPDS) par(t *testing.T, site *clientSite, key *dpopKey, scope string) string {
+func (p *testPDS) par(t testing.TB, site *clientSite, key *dpopKey, scope string) string {
 	t.Helper()
 	a := p.postForm(t, "/oauth/par", url.Values{"client_id": {site.ID}, "redirect_uri": {site.Cb}, "response_type": {"code"},
 		"scope": {scope}, "state": {"st"}, "code_challenge": {challenge(testVerifier)}, "code_challenge_method": {"S256"}}, key, nil)
@@ -128,7 +128,7 @@ func (p *testPDS) par(t *testing.T, site *clientSite, key *dpopKey, scope string
 }
 
 // code runs PAR and the pages for the site's client and returns the code.
-func (p *testPDS) code(t *testing.T, site *clientSite, key *dpopKey, scope string) string {
+func (p *testPDS) code(t testing.TB, site *clientSite, key *dpopKey, scope string) string {
 	t.Helper()
 	reqURI := p.par(t, site, key, scope)
 	cb := newBrowser(t).approve(p, p.URL+"/oauth/authorize?"+url.Values{"client_id": {site.ID}, "request_uri": {reqURI}}.Encode())
@@ -139,7 +139,7 @@ func (p *testPDS) code(t *testing.T, site *clientSite, key *dpopKey, scope strin
 	return code
 }
 
-func (p *testPDS) exchange(t *testing.T, site *clientSite, key *dpopKey, code, verifier string) oauthAnswer {
+func (p *testPDS) exchange(t testing.TB, site *clientSite, key *dpopKey, code, verifier string) oauthAnswer {
 	t.Helper()
 	f := url.Values{"client_id": {site.ID}, "grant_type": {"authorization_code"}, "code": {code}, "redirect_uri": {site.Cb}}
 	if verifier != "" {
@@ -148,7 +148,7 @@ func (p *testPDS) exchange(t *testing.T, site *clientSite, key *dpopKey, code, v
 	return p.postForm(t, "/oauth/token", f, key, nil)
 }
 
-func (p *testPDS) refreshWith(t *testing.T, site *clientSite, key *dpopKey, refresh, scope string) oauthAnswer {
+func (p *testPDS) refreshWith(t testing.TB, site *clientSite, key *dpopKey, refresh, scope string) oauthAnswer {
 	t.Helper()
 	f := url.Values{"client_id": {site.ID}, "grant_type": {"refresh_token"}, "refresh_token": {refresh}}
 	if scope != "" {
@@ -158,7 +158,7 @@ func (p *testPDS) refreshWith(t *testing.T, site *clientSite, key *dpopKey, refr
 }
 
 // tokens runs the whole flow with the hand-rolled client.
-func (p *testPDS) tokens(t *testing.T, site *clientSite, key *dpopKey, scope string) oauthAnswer {
+func (p *testPDS) tokens(t testing.TB, site *clientSite, key *dpopKey, scope string) oauthAnswer {
 	t.Helper()
 	a := p.exchange(t, site, key, p.code(t, site, key, scope), testVerifier)
 	if a.Status != 200 {
@@ -167,7 +167,7 @@ func (p *testPDS) tokens(t *testing.T, site *clientSite, key *dpopKey, scope str
 	return a
 }
 
-func (p *testPDS) sessionCount(t *testing.T) int {
+func (p *testPDS) sessionCount(t testing.TB) int {
 	t.Helper()
 	ss, err := p.srv.Sessions(t.Context())
 	if err != nil {
