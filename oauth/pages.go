@@ -184,7 +184,7 @@ func (s *Server) signedIn(r *http.Request, owner syntax.DID) string {
 }
 
 // newDevice stores a device for the owner and sets its cookie.
-func (s *Server) newDevice(w http.ResponseWriter, r *http.Request, owner syntax.DID, pending bool) error {
+func (s *Server) newDevice(w http.ResponseWriter, r *http.Request, owner syntax.DID, pending bool) (string, error) {
 	id := randomToken(16)
 	tok, hash := newSecretToken(prefixDevice, id)
 	now := s.now()
@@ -197,11 +197,11 @@ func (s *Server) newDevice(w http.ResponseWriter, r *http.Request, owner syntax.
 		d.ExpiresAt = now.Add(PARLifetime)
 	}
 	if err := s.db.Update(func(tx *bolt.Tx) error { return putJSON(tx, bucketDevices, id, d) }); err != nil {
-		return err
+		return "", err
 	}
 	http.SetCookie(w, &http.Cookie{Name: s.cookieName(cookieDevice), Value: tok, Path: "/", HttpOnly: true,
 		Secure: s.issuerURL.Scheme == "https", SameSite: http.SameSiteLaxMode, MaxAge: int(DeviceLifetime / time.Second)})
-	return nil
+	return id, nil
 }
 
 // loadRequest returns a live, unanswered authorization request.
@@ -280,7 +280,7 @@ func (s *Server) authorizePage(w http.ResponseWriter, r *http.Request) {
 	}
 	cookie := s.csrfCookie(w, r)
 	d := &pageData{Handle: handle.String(), DID: did.String(), RequestURI: q.Get("request_uri"), ClientID: req.ClientID, App: s.appOf(r.Context(), req)}
-	if dev := s.signedIn(r, did); dev != "" {
+	if dev := s.signedIn(r, did); dev != "" && (req.Prompt != "login" || req.DeviceID == dev) {
 		if err := s.db.Update(func(tx *bolt.Tx) error {
 			req.DeviceID, req.Sub = dev, did.String()
 			return putJSON(tx, bucketRequests, id, req)
@@ -333,8 +333,8 @@ func (s *Server) signIn(w http.ResponseWriter, r *http.Request) {
 	cookie := s.csrfCookie(w, r)
 	d := &pageData{Title: "Sign in", Handle: handle.String(), DID: did.String(), RequestURI: rawURI, ClientID: req.ClientID,
 		App: s.appOf(r.Context(), req), CSRF: s.csrfToken(cookie, "sign-in "+id)}
-	done, page, status, errMsg := s.checkSignIn(w, r, did)
-	if !done {
+	devID, page, status, errMsg := s.checkSignIn(w, r, did)
+	if devID == "" {
 		d.Error = errMsg
 		if page == "code.html" {
 			d.Title = "Enter the code"
@@ -344,62 +344,75 @@ func (s *Server) signIn(w http.ResponseWriter, r *http.Request) {
 		s.render(w, status, page, d, formTarget(req.RedirectURI))
 		return
 	}
+	// Bind the request to the browser that signed in for it (prompt=login
+	// then knows this sign-in was fresh).
+	{
+		if err := s.db.Update(func(tx *bolt.Tx) error {
+			req.DeviceID, req.Sub = devID, did.String()
+			return putJSON(tx, bucketRequests, id, req)
+		}); err != nil {
+			s.errorPage(w, http.StatusInternalServerError, "Could not save the request. Try again.")
+			return
+		}
+	}
 	u := s.cfg.Issuer + "/oauth/authorize?" + url.Values{"client_id": {req.ClientID}, "request_uri": {rawURI}}.Encode()
 	http.Redirect(w, r, u, http.StatusSeeOther)
 }
 
 // checkSignIn runs one step of signing in (password, then the code where
-// the account has a second factor). done means the browser is now signed
-// in; otherwise page and status say what to show, with errMsg.
-func (s *Server) checkSignIn(w http.ResponseWriter, r *http.Request, owner syntax.DID) (done bool, page string, status int, errMsg string) {
+// the account has a second factor). A device id means the browser is now
+// signed in as that device; otherwise page and status say what to show,
+// with errMsg.
+func (s *Server) checkSignIn(w http.ResponseWriter, r *http.Request, owner syntax.DID) (devID string, page string, status int, errMsg string) {
 	ctx := r.Context()
 	if ok, _, _ := s.limit.Allow(s.clientIP(r)); !ok {
-		return false, "signin.html", http.StatusTooManyRequests, "Too many attempts. Wait a few minutes and try again."
+		return "", "signin.html", http.StatusTooManyRequests, "Too many attempts. Wait a few minutes and try again."
 	}
 	if code := r.PostFormValue("code"); code != "" {
-		devID, dev := s.deviceFrom(r)
+		id, dev := s.deviceFrom(r)
 		if dev == nil || !dev.Pending || s.factor == nil {
-			return false, "signin.html", http.StatusUnauthorized, "Sign in with your password first."
+			return "", "signin.html", http.StatusUnauthorized, "Sign in with your password first."
 		}
 		if len(code) > 64 || s.factor.Check(ctx, strings.TrimSpace(code)) != nil {
-			return false, "code.html", http.StatusUnauthorized, "That code is not right, or it has expired."
+			return "", "code.html", http.StatusUnauthorized, "That code is not right, or it has expired."
 		}
 		err := s.db.Update(func(tx *bolt.Tx) error {
 			dev.Pending = false
 			dev.ExpiresAt = s.now().Add(DeviceLifetime)
-			return putJSON(tx, bucketDevices, devID, dev)
+			return putJSON(tx, bucketDevices, id, dev)
 		})
 		if err != nil {
-			return false, "signin.html", http.StatusInternalServerError, "Could not sign in. Try again."
+			return "", "signin.html", http.StatusInternalServerError, "Could not sign in. Try again."
 		}
-		return true, "", 0, ""
+		return id, "", 0, ""
 	}
 	ident, pw := r.PostFormValue("identifier"), r.PostFormValue("password")
 	if err := s.account.CheckPassword(ctx, ident, pw); err != nil {
 		if !errors.Is(err, auth.ErrInvalidLogin) {
 			s.log.ErrorContext(ctx, "oauth sign-in", "err", err)
 		}
-		return false, "signin.html", http.StatusUnauthorized, "Wrong handle or password."
+		return "", "signin.html", http.StatusUnauthorized, "Wrong handle or password."
 	}
 	pending := false
 	if s.factor != nil {
 		req, err := s.factor.Required(ctx)
 		if err != nil {
-			return false, "signin.html", http.StatusInternalServerError, "Could not sign in. Try again."
+			return "", "signin.html", http.StatusInternalServerError, "Could not sign in. Try again."
 		}
 		pending = req
 	}
-	if err := s.newDevice(w, r, owner, pending); err != nil {
-		return false, "signin.html", http.StatusInternalServerError, "Could not sign in. Try again."
+	id, err := s.newDevice(w, r, owner, pending)
+	if err != nil {
+		return "", "signin.html", http.StatusInternalServerError, "Could not sign in. Try again."
 	}
 	if pending {
 		if err := s.factor.Send(ctx); err != nil {
 			s.log.ErrorContext(ctx, "sending sign-in code", "err", err)
-			return false, "code.html", http.StatusInternalServerError, "Could not send the code. Try again."
+			return "", "code.html", http.StatusInternalServerError, "Could not send the code. Try again."
 		}
-		return false, "code.html", http.StatusOK, ""
+		return "", "code.html", http.StatusOK, ""
 	}
-	return true, "", 0, ""
+	return id, "", 0, ""
 }
 
 // consent takes the owner's answer for a request.
@@ -546,8 +559,8 @@ func (s *Server) accountSignIn(w http.ResponseWriter, r *http.Request) {
 		s.errorPage(w, http.StatusServiceUnavailable, "This server has no account yet.")
 		return
 	}
-	done, page, status, errMsg := s.checkSignIn(w, r, did)
-	if !done {
+	devID, page, status, errMsg := s.checkSignIn(w, r, did)
+	if devID == "" {
 		cookie := s.csrfCookie(w, r)
 		name := "account_signin.html"
 		if page == "code.html" {

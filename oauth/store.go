@@ -53,7 +53,8 @@ type authRequest struct {
 	State        string    `json:"state,omitempty"`
 	Challenge    string    `json:"codeChallenge"`
 	LoginHint    string    `json:"loginHint,omitempty"`
-	JKT          string    `json:"jkt"` // DPoP key of the PAR request
+	Prompt       string    `json:"prompt,omitempty"` // "login": sign in again even on a signed-in browser
+	JKT          string    `json:"jkt"`              // DPoP key of the PAR request
 	CreatedAt    time.Time `json:"createdAt"`
 	ExpiresAt    time.Time `json:"expiresAt"`
 

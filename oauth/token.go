@@ -196,14 +196,19 @@ func (s *Server) doPAR(w http.ResponseWriter, r *http.Request) error {
 	if len(f.Get("state")) > 1024 || len(f.Get("login_hint")) > 512 {
 		return oerr(http.StatusBadRequest, "invalid_request", "state or login_hint too long")
 	}
-	if pr := f.Get("prompt"); pr == "none" {
+	prompt := f.Get("prompt")
+	switch prompt {
+	case "none":
 		return oerr(http.StatusBadRequest, "login_required", "this server always asks the owner")
+	case "", "login", "consent", "select_account":
+	default:
+		return oerr(http.StatusBadRequest, "invalid_request", "unsupported prompt %q", prompt)
 	}
 	now := s.now()
 	req := &authRequest{
 		ClientID: c.ID, ClientName: c.Meta.ClientName, Confidential: ca.Confidential, ClientKey: ca.Key,
 		RedirectURI: redirect, ResponseMode: mode, Scope: perms.Scope(), State: f.Get("state"),
-		Challenge: f.Get("code_challenge"), LoginHint: f.Get("login_hint"), JKT: p.JKT,
+		Challenge: f.Get("code_challenge"), LoginHint: f.Get("login_hint"), Prompt: prompt, JKT: p.JKT,
 		CreatedAt: now, ExpiresAt: now.Add(PARLifetime),
 	}
 	id := randomToken(16)
