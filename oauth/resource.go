@@ -28,6 +28,8 @@ type ResourceError struct {
 	Name            string
 	Message         string
 	WWWAuthenticate string
+	// Nonce is the DPoP nonce to send back (DPoP-Nonce header).
+	Nonce string
 }
 
 func (e *ResourceError) Error() string { return e.Name + ": " + e.Message }
@@ -51,6 +53,10 @@ func IsDPoP(r *http.Request) bool {
 // sets the DPoP-Nonce header on w. Errors are *ResourceError.
 func (s *Server) Authenticate(w http.ResponseWriter, r *http.Request) (*Principal, error) {
 	w.Header().Set("DPoP-Nonce", s.nonces.current())
+	return s.authenticate(r)
+}
+
+func (s *Server) authenticate(r *http.Request) (*Principal, error) {
 	if !IsDPoP(r) {
 		return nil, resourceErr("InvalidToken", "invalid_request", "DPoP authorization required")
 	}

@@ -249,6 +249,16 @@ func (p *Permissions) AllowsIdentity(attr string) bool {
 	return false
 }
 
+// has reports whether the scope holds a granular permission of resource.
+func (p *Permissions) has(resource string) bool {
+	for _, perm := range p.perms {
+		if perm.Resource == resource {
+			return true
+		}
+	}
+	return false
+}
+
 // subsetOf reports whether every token of p is in q: a refresh may narrow
 // a grant, never widen it.
 func (p *Permissions) subsetOf(q *Permissions) bool {
