@@ -19,6 +19,7 @@ import (
 	"github.com/pdsbox/pds/events"
 	"github.com/pdsbox/pds/identity"
 	"github.com/pdsbox/pds/lexicons"
+	"github.com/pdsbox/pds/oauth"
 	bolt "go.etcd.io/bbolt"
 	bolterrors "go.etcd.io/bbolt/errors"
 )
@@ -41,6 +42,7 @@ type app struct {
 	crawler  *events.Crawler
 	resolver *identity.Resolver // shared by the API and the account
 	handler  http.Handler
+	oauth    *oauth.Server
 }
 
 func openApp(ctx context.Context, cfg *config, log *slog.Logger, lockTimeout time.Duration) (*app, error) {
@@ -101,6 +103,9 @@ func (a *app) wire(ctx context.Context) error {
 	if err := cat.LoadEmbedFS(lexicons.FS); err != nil {
 		return fmt.Errorf("loading lexicons: %w", err)
 	}
+	if a.oauth, err = a.newOAuth(cat); err != nil {
+		return err
+	}
 	a.handler = api.NewRouter(api.Deps{
 		Config: api.Config{
 			Version:               version,
@@ -125,6 +130,7 @@ func (a *app) wire(ctx context.Context) error {
 		Events:   a.events,
 		Lexicons: cat,
 		Log:      a.log,
+		OAuth:    a.oauth,
 	})
 	return nil
 }

@@ -69,6 +69,7 @@ func serve(args []string, stdout, stderr io.Writer) int {
 	go a.blobs.RunGC(ctx, 10*time.Minute, log)
 	go a.events.RunPrune(ctx.Done(), time.Hour)
 	go a.crawler.Run(ctx)
+	go a.oauth.Run(ctx, 10*time.Minute)
 	go trimLoop(ctx, a, 2*time.Second)
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
