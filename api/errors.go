@@ -145,7 +145,10 @@ func asXRPC(err error) *XRPCError {
 // writeError answers err as an XRPC error. Server errors are logged with
 // their cause; client errors are not (they are in the request log).
 func writeError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err error) {
-	xe := asXRPC(err)
+	xe := oauthErrorHeaders(w, err)
+	if xe == nil {
+		xe = asXRPC(err)
+	}
 	if xe.Status >= 500 {
 		log.ErrorContext(r.Context(), "request failed", "method", r.URL.Path, "status", xe.Status, "err", err)
 	}

@@ -13,6 +13,10 @@ func (s *server) getPreferences(w http.ResponseWriter, r *http.Request) {
 		s.proxy(w, r)
 		return
 	}
+	if err := scopedRPC(r, "app.bsky.actor.getPreferences", s.appViewAud()); err != nil {
+		writeError(w, r, s.log, err)
+		return
+	}
 	prefs, err := s.accounts.PreferencesAs(prefsAccess(r))
 	if err != nil {
 		writeError(w, r, s.log, err)
@@ -34,6 +38,10 @@ func prefsAccess(r *http.Request) account.PrefsAccess {
 func (s *server) putPreferences(w http.ResponseWriter, r *http.Request) {
 	if s.proxiedElsewhere(r) {
 		s.proxy(w, r)
+		return
+	}
+	if err := scopedRPC(r, "app.bsky.actor.putPreferences", s.appViewAud()); err != nil {
+		writeError(w, r, s.log, err)
 		return
 	}
 	var in struct {

@@ -205,6 +205,10 @@ func (s *server) proxy(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, s.log, xerr(http.StatusBadRequest, "InvalidToken", "Bad token method"))
 		return
 	}
+	if err := principalFrom(r.Context()).CanRPC(nsid, s.proxyAud(r, nsid)); err != nil {
+		writeError(w, r, s.log, err)
+		return
+	}
 	target, err := s.proxyTarget(r.Context(), r, nsid)
 	if err != nil {
 		writeError(w, r, s.log, err)

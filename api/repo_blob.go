@@ -17,6 +17,13 @@ func (s *server) uploadBlob(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, s.log, err)
 		return
 	}
+	// A scoped token names the MIME types it may upload: the declared type
+	// is checked before reading, the sniffed one after (an unreferenced
+	// upload is collected like any other).
+	if err := principalFrom(r.Context()).CanBlob(r.Header.Get("Content-Type")); err != nil {
+		writeError(w, r, s.log, err)
+		return
+	}
 	// The blob store stops reading at its size limit; the body is streamed,
 	// its Content-Encoding undone (the blob is the decoded bytes).
 	decoded, err := decodeContent(r.Body, r.Header.Get("Content-Encoding"))
@@ -34,6 +41,9 @@ func (s *server) uploadBlob(w http.ResponseWriter, r *http.Request) {
 			xe = &XRPCError{Status: http.StatusBadRequest, Name: "InvalidRequest", Message: "request body could not be read", Err: err}
 		}
 		err = xe
+	}
+	if err == nil {
+		err = principalFrom(r.Context()).CanBlob(info.MimeType)
 	}
 	if err != nil {
 		writeError(w, r, s.log, err)

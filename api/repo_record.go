@@ -142,6 +142,9 @@ func (s *server) doCreateRecord(r *http.Request, in *createRecordInput) (map[str
 	if err != nil {
 		return nil, err
 	}
+	if err := canRepo(r, t.coll.String(), "create"); err != nil {
+		return nil, err
+	}
 	if err := s.checkRKeyType(t.coll, t.rkey); err != nil {
 		return nil, err
 	}
@@ -227,6 +230,10 @@ func (s *server) doPutRecord(r *http.Request, in *putRecordInput) (map[string]an
 	if err != nil {
 		return nil, err
 	}
+	// As the reference: a put may create or update, so it needs both.
+	if err := canRepo(r, t.coll.String(), "create", "update"); err != nil {
+		return nil, err
+	}
 	if err := s.checkRKeyType(t.coll, t.rkey); err != nil {
 		return nil, err
 	}
@@ -278,6 +285,9 @@ type deleteRecordInput struct {
 func (s *server) doDeleteRecord(r *http.Request, in *deleteRecordInput) (map[string]any, error) {
 	t, err := s.parseWriteTarget(r, in.Repo, in.Collection, in.RKey, in.SwapCommit, false)
 	if err != nil {
+		return nil, err
+	}
+	if err := canRepo(r, t.coll.String(), "delete"); err != nil {
 		return nil, err
 	}
 	rp, coll, rkey, swapCommit := t.rp, t.coll, t.rkey, t.swapCommit
@@ -356,6 +366,9 @@ func (s *server) doApplyWrites(r *http.Request, in *applyWritesInput) (map[strin
 			wr.Action = repo.ActionDelete
 		default:
 			return nil, invalidRequest("writes[%d]: unknown $type %q", i, aw.Type)
+		}
+		if err := canRepo(r, coll.String(), string(wr.Action)); err != nil {
+			return nil, err
 		}
 		if wr.Action != repo.ActionCreate {
 			if wr.RKey, err = parseRKey(aw.RKey); err != nil {

@@ -21,6 +21,7 @@ import (
 	"github.com/pdsbox/pds/blobstore"
 	"github.com/pdsbox/pds/events"
 	"github.com/pdsbox/pds/identity"
+	"github.com/pdsbox/pds/oauth"
 )
 
 // Config is the part of the server configuration the API needs.
@@ -63,8 +64,11 @@ type Deps struct {
 	Lexicons lexicon.Catalog
 	Log      *slog.Logger
 	// Verifiers are asked for a request's principal before the built-in
-	// ones (service JWT, session JWT, admin Basic): OAuth plugs in here.
+	// ones (service JWT, session JWT, admin Basic).
 	Verifiers []auth.Verifier
+	// OAuth is the authorization server (nil: no OAuth): its endpoints
+	// are mounted and its verifier asked first.
+	OAuth *oauth.Server
 	// LoginByIP and LoginByIdentifier bound createSession attempts; nil
 	// limiters get the defaults (30 per 5 minutes).
 	LoginByIP, LoginByIdentifier *auth.RateLimiter
@@ -93,6 +97,7 @@ type server struct {
 	authed map[string]bool
 	// verifiers are asked in order for a request's principal (requireAuth).
 	verifiers []auth.Verifier
+	oauth     *oauth.Server // nil without OAuth
 	// subscribers counts open subscribeRepos connections.
 	subscribers atomic.Int64
 	// handleLimit bounds handle updates (the reference: 10 per 5 minutes).
@@ -134,6 +139,10 @@ func NewRouter(d Deps) http.Handler {
 		s.loginID = auth.NewRateLimiter(30, 5*time.Minute, nil)
 	}
 	s.verifiers = append(slices.Clone(d.Verifiers), s.defaultVerifiers()...)
+	if d.OAuth != nil {
+		s.oauth = d.OAuth
+		s.verifiers = append([]auth.Verifier{d.OAuth}, s.verifiers...)
+	}
 	// need is the permission a route declares; routes without it are public.
 	need := s.requireAuth
 
@@ -146,6 +155,9 @@ func NewRouter(d Deps) http.Handler {
 	r.Get("/xrpc/_health", s.health)
 	r.Get("/.well-known/atproto-did", s.atprotoDID)
 	r.Get("/.well-known/did.json", s.didJSON)
+	if s.oauth != nil {
+		mountOAuth(r, s.oauth)
+	}
 
 	// com.atproto.server
 	r.Get("/xrpc/com.atproto.server.describeServer", s.describeServer)

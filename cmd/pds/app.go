@@ -20,6 +20,7 @@ import (
 	"github.com/pdsbox/pds/identity"
 	"github.com/pdsbox/pds/lexicons"
 	"github.com/pdsbox/pds/mail"
+	"github.com/pdsbox/pds/oauth"
 	bolt "go.etcd.io/bbolt"
 	bolterrors "go.etcd.io/bbolt/errors"
 )
@@ -46,6 +47,7 @@ type app struct {
 	// outbox (nil without SMTP) and email: see wireEmail.
 	outbox *mail.Outbox
 	email  *account.Email
+	oauth  *oauth.Server
 }
 
 func openApp(ctx context.Context, cfg *config, log *slog.Logger, lockTimeout time.Duration) (*app, error) {
@@ -114,6 +116,9 @@ func (a *app) wire(ctx context.Context) error {
 	if err := cat.LoadEmbedFS(lexicons.FS); err != nil {
 		return fmt.Errorf("loading lexicons: %w", err)
 	}
+	if a.oauth, err = a.newOAuth(cat); err != nil {
+		return err
+	}
 	a.handler = api.NewRouter(api.Deps{
 		Config: api.Config{
 			Version:               version,
@@ -140,6 +145,7 @@ func (a *app) wire(ctx context.Context) error {
 		Lexicons: cat,
 		Log:      a.log,
 		Email:    a.email,
+		OAuth:    a.oauth,
 	})
 	return nil
 }

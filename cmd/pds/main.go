@@ -55,6 +55,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return accountCmd(args[1:], stdout, stderr)
 	case "seq":
 		return seqCmd(args[1:], stdout, stderr)
+	case "oauth":
+		return oauthCmd(args[1:], stdout, stderr)
 	case "help", "--help", "-h":
 		usage(stdout)
 		return 0
@@ -78,6 +80,9 @@ Usage:
   pds seq raise N
                  after restoring a backup: make the next firehose seq greater
                  than N (the last seq relays saw), with the server stopped
+  pds oauth list | pds oauth revoke SESSION-ID
+                 list the apps signed in with OAuth, or revoke one
+                 (with the server stopped; or use /oauth/account)
   pds version    print the version
   pds help       show this help
 

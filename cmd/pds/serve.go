@@ -73,6 +73,7 @@ func serve(args []string, stdout, stderr io.Writer) int {
 	if a.outbox != nil {
 		go a.outbox.Run(ctx)
 	}
+	go a.oauth.Run(ctx, 10*time.Minute)
 	go trimLoop(ctx, a, 2*time.Second)
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
