@@ -50,6 +50,7 @@ var errorTable = []struct {
 	{repo.ErrRecordExists, 400, "InvalidRequest", ""},
 	{repo.ErrRecordNotFound, 400, "RecordNotFound", "Could not locate record"},
 	{repo.ErrNoHead, 400, "RepoNotFound", "Could not find repo"},
+	{repo.ErrExportBusy, 503, "TooBusy", "too many repository exports in progress; try again later"},
 	{auth.ErrTokenRevoked, 400, "ExpiredToken", "Token has been revoked"},
 	{auth.ErrExpiredToken, 400, "ExpiredToken", "Token has expired"},
 	{auth.ErrInvalidToken, 400, "InvalidToken", "Token could not be verified"},

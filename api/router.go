@@ -141,7 +141,7 @@ func NewRouter(d Deps) http.Handler {
 	r.Get("/xrpc/com.atproto.repo.getRecord", s.getRecord)
 	r.Get("/xrpc/com.atproto.repo.listRecords", s.listRecords)
 	r.Get("/xrpc/com.atproto.repo.describeRepo", s.describeRepo)
-	r.With(s.requireAuthOrService("com.atproto.repo.uploadBlob")).Post("/xrpc/com.atproto.repo.uploadBlob", s.uploadBlob)
+	r.With(streamDeadlines, s.requireAuthOrService("com.atproto.repo.uploadBlob")).Post("/xrpc/com.atproto.repo.uploadBlob", s.uploadBlob)
 
 	// com.atproto.identity
 	r.Get("/xrpc/com.atproto.identity.resolveHandle", s.resolveHandle)
@@ -158,15 +158,15 @@ func NewRouter(d Deps) http.Handler {
 
 	// com.atproto.sync
 	r.Get("/xrpc/com.atproto.sync.subscribeRepos", s.subscribeRepos)
-	r.Get("/xrpc/com.atproto.sync.getRepo", s.getRepo)
+	r.With(streamDeadlines).Get("/xrpc/com.atproto.sync.getRepo", s.getRepo)
 	r.Get("/xrpc/com.atproto.sync.getLatestCommit", s.getLatestCommit)
 	r.Get("/xrpc/com.atproto.sync.getRecord", s.syncGetRecord)
 	r.Get("/xrpc/com.atproto.sync.getBlocks", s.getBlocks)
 	r.Get("/xrpc/com.atproto.sync.listRepos", s.listRepos)
 	r.Get("/xrpc/com.atproto.sync.getRepoStatus", s.getRepoStatus)
 	r.Get("/xrpc/com.atproto.sync.getHead", s.getHead)
-	r.Get("/xrpc/com.atproto.sync.getCheckout", s.getCheckout)
-	r.Get("/xrpc/com.atproto.sync.getBlob", s.getBlob)
+	r.With(streamDeadlines).Get("/xrpc/com.atproto.sync.getCheckout", s.getCheckout)
+	r.With(streamDeadlines).Get("/xrpc/com.atproto.sync.getBlob", s.getBlob)
 	r.Get("/xrpc/com.atproto.sync.listBlobs", s.listBlobs)
 
 	// Remember which method each local XRPC route takes, so that a call with

@@ -3,6 +3,7 @@ package api
 import (
 	"context"
 	"errors"
+	"io"
 	"net/http"
 	"strconv"
 	"strings"
@@ -43,10 +44,24 @@ func (s *server) getRepo(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	s.writeExport(w, r, rp, since)
+}
+
+// writeExport answers with the CAR of the head commit (or of the blocks
+// after since). The CAR is spooled first, so a slow client holds no
+// database transaction, and its length is known.
+func (s *server) writeExport(w http.ResponseWriter, r *http.Request, rp *repo.Repo, since string) {
+	exp, err := rp.OpenExport(r.Context(), since)
+	if err != nil {
+		writeError(w, r, s.log, err)
+		return
+	}
+	defer exp.Close()
 	w.Header().Set("Content-Type", carContentType)
+	w.Header().Set("Content-Length", strconv.FormatInt(exp.Size(), 10))
 	// Once streaming has begun an error can only cut the body short.
-	if err := rp.ExportSince(r.Context(), w, since); err != nil && r.Context().Err() == nil {
-		s.log.Error("getRepo stream failed", "err", err)
+	if _, err := io.Copy(w, exp.Reader()); err != nil && r.Context().Err() == nil {
+		s.log.Debug("export cut short", "err", err)
 	}
 }
 
@@ -57,10 +72,7 @@ func (s *server) getCheckout(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, s.log, err)
 		return
 	}
-	w.Header().Set("Content-Type", carContentType)
-	if err := rp.ExportCAR(r.Context(), w); err != nil && r.Context().Err() == nil {
-		s.log.Error("getCheckout stream failed", "err", err)
-	}
+	s.writeExport(w, r, rp, "")
 }
 
 func (s *server) getLatestCommit(w http.ResponseWriter, r *http.Request) {
