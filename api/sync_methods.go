@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/bluesky-social/indigo/atproto/syntax"
@@ -155,19 +156,27 @@ func (s *server) getBlocks(w http.ResponseWriter, r *http.Request) {
 			}
 			cids = append(cids, c)
 		}
-		found, missing, err := rp.Blocks(cids)
-		if err != nil {
-			return err
-		}
+		// Each block once, streamed a chunk at a time (a block named 1,000
+		// times built a response 1,000 blocks long in memory).
+		w.Header().Set("Content-Type", carContentType)
+		cw := &countingWriter{w: w}
+		missing, err := rp.WriteBlocksCAR(r.Context(), cw, cids)
 		if len(missing) > 0 {
+			w.Header().Del("Content-Type")
 			ms := make([]string, len(missing))
 			for i, c := range missing {
 				ms[i] = c.String()
 			}
 			return xerr(http.StatusBadRequest, "BlockNotFound", "Could not find cids: %s", strings.Join(ms, ", "))
 		}
-		w.Header().Set("Content-Type", carContentType)
-		return repo.WriteCAR(w, nil, found)
+		if err != nil && cw.n == 0 {
+			w.Header().Del("Content-Type")
+			return err
+		}
+		if err != nil && r.Context().Err() == nil {
+			s.log.Debug("getBlocks cut short", "err", err)
+		}
+		return nil
 	}()
 	if err != nil {
 		writeError(w, r, s.log, err)
@@ -216,6 +225,9 @@ const (
 var upgrader = websocket.Upgrader{
 	ReadBufferSize:  1 << 10,
 	WriteBufferSize: 64 << 10,
+	// Write buffers are taken per message and given back, so a thousand
+	// idle subscribers do not hold 64 KB each.
+	WriteBufferPool: &sync.Pool{},
 	// Any web page may read the public firehose.
 	CheckOrigin: func(*http.Request) bool { return true },
 }
@@ -296,4 +308,17 @@ func (s *server) subscribeRepos(w http.ResponseWriter, r *http.Request) {
 		closing = websocket.FormatCloseMessage(websocket.CloseNormalClosure, "")
 	}
 	_ = conn.WriteControl(websocket.CloseMessage, closing, time.Now().Add(time.Second))
+}
+
+// countingWriter counts the bytes written through it, to tell an error
+// before the response began from one after.
+type countingWriter struct {
+	w io.Writer
+	n int64
+}
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n += int64(n)
+	return n, err
 }
