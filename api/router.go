@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"net/netip"
 	"strings"
-	"sync/atomic"
 	"time"
 
 	"github.com/bluesky-social/indigo/atproto/atcrypto"
@@ -79,8 +78,8 @@ type server struct {
 	upstream *http.Client      // proxied calls, behind the SSRF guard
 	local    map[string]string // local XRPC method → its HTTP method
 	mux      http.Handler      // the router, for HEAD of GET routes
-	// subscribers counts open subscribeRepos connections.
-	subscribers atomic.Int64
+	// subSlots counts open subscribeRepos connections, per address too.
+	subSlots subscriberSlots
 	// handleLimit bounds handle updates (the reference: 10 per 5 minutes).
 	handleLimit *auth.RateLimiter
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"net/netip"
 	"strconv"
 	"strings"
 	"sync"
@@ -212,9 +213,6 @@ func (s *server) getRepoStatus(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]any{"did": rp.DID().String(), "active": true, "rev": rev})
 }
 
-// maxSubscribers bounds concurrent subscribeRepos connections.
-const maxSubscribers = 1024
-
 // Websocket timing of subscribeRepos.
 const (
 	pingInterval = 30 * time.Second
@@ -244,12 +242,13 @@ func (s *server) subscribeRepos(w http.ResponseWriter, r *http.Request) {
 	}
 	// Bound the open firehose sockets: each holds a goroutine pair and a
 	// queue, and nothing else stops a client from opening thousands.
-	if n := s.subscribers.Add(1); n > maxSubscribers {
-		s.subscribers.Add(-1)
+	ip, _ := netip.ParseAddr(s.clientIP(r))
+	slot, ok := s.subSlots.take(ip)
+	if !ok {
 		writeError(w, r, s.log, xerr(http.StatusServiceUnavailable, "TooManySubscribers", "too many firehose subscribers; try again later"))
 		return
 	}
-	defer s.subscribers.Add(-1)
+	defer s.subSlots.release(slot)
 	done := s.events.Track()
 	defer done()
 	conn, err := upgrader.Upgrade(w, r, nil)
