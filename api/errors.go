@@ -63,6 +63,7 @@ var errorTable = []struct {
 	{auth.ErrInvalidAppPasswordName, 400, "InvalidRequest", ""},
 	{auth.ErrInvalidAccount, 400, "InvalidRequest", ""},
 	{auth.ErrRateLimited, 429, "RateLimitExceeded", "Rate Limit Exceeded"},
+	{auth.ErrHashBusy, 429, "RateLimitExceeded", "Too many logins in progress; try again shortly"},
 	{account.ErrAccountExists, 400, "InvalidRequest", ""},
 	{account.ErrNoAccount, 400, "AccountNotFound", ""},
 	{account.ErrInvalidInviteCode, 400, "InvalidInviteCode", "Provided invite code not available"},

@@ -2,7 +2,6 @@ package api
 
 import (
 	"context"
-	"crypto/subtle"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
@@ -130,26 +129,10 @@ func (s *server) requireAuth(level access) func(http.Handler) http.Handler {
 			}
 			w.Header().Set("Cache-Control", "private")
 			w.Header().Add("Vary", "Authorization")
+			s.rememberOwner(r)
 			next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), claimsKey, claims)))
 		})
 	}
-}
-
-// isAdmin reports whether the request carries HTTP Basic admin credentials.
-func (s *server) isAdmin(r *http.Request) bool {
-	if s.cfg.AdminPassword == "" {
-		return false
-	}
-	h := r.Header.Get("Authorization")
-	if len(h) < 6 || !strings.EqualFold(h[:6], "basic ") {
-		return false
-	}
-	raw, err := base64.StdEncoding.DecodeString(strings.TrimSpace(h[6:]))
-	if err != nil {
-		return false
-	}
-	user, pass, ok := strings.Cut(string(raw), ":")
-	return ok && user == "admin" && subtle.ConstantTimeCompare([]byte(pass), []byte(s.cfg.AdminPassword)) == 1
 }
 
 // DefaultTrustedProxies are the peers whose X-Forwarded-For is believed

@@ -82,6 +82,10 @@ type server struct {
 	subSlots subscriberSlots
 	// handleLimit bounds handle updates (the reference: 10 per 5 minutes).
 	handleLimit *auth.RateLimiter
+	// adminLimit bounds admin credential attempts per address;
+	// knownAddrs are the owner's recent addresses (login_guard.go).
+	adminLimit *auth.RateLimiter
+	knownAddrs *auth.KnownAddrs
 }
 
 // Body limits, as the reference PDS sets them.
@@ -102,7 +106,9 @@ func NewRouter(d Deps) http.Handler {
 	s := &server{cfg: d.Config, accounts: d.Accounts, auth: d.Auth, blobs: d.Blobs, events: d.Events, lex: d.Lexicons, log: d.Log,
 		loginIP: d.LoginByIP, loginID: d.LoginByIdentifier, tids: syntax.NewTIDClock(0), resolver: d.Resolver,
 		upstream:    identity.NewSafeClient(0, d.Config.AllowPrivateUpstreams),
-		handleLimit: auth.NewRateLimiter(10, 5*time.Minute, nil)}
+		handleLimit: auth.NewRateLimiter(10, 5*time.Minute, nil),
+		adminLimit:  auth.NewRateLimiter(adminAttempts, 5*time.Minute, nil),
+		knownAddrs:  auth.NewKnownAddrs(knownAddrTTL, nil)}
 	if s.loginIP == nil {
 		s.loginIP = auth.NewRateLimiter(30, 5*time.Minute, nil)
 	}

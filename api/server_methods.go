@@ -70,7 +70,19 @@ func (s *server) createAccount(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, s.log, invalidRequest("bringing an existing DID is not supported yet"))
 		return
 	}
-	if !s.isAdmin(r) && s.cfg.InviteRequired {
+	// With admin credentials and the account in place, the answer is the
+	// same whatever the password: wrong and right ones used to answer
+	// differently (an oracle for guessing it).
+	if hasBasicAuth(r) && s.accounts.Exists() {
+		writeError(w, r, s.log, account.ErrAccountExists)
+		return
+	}
+	admin, err := s.checkAdmin(w, r)
+	if err != nil {
+		writeError(w, r, s.log, err)
+		return
+	}
+	if !admin && s.cfg.InviteRequired {
 		if in.InviteCode == "" {
 			writeError(w, r, s.log, xerr(http.StatusBadRequest, "InvalidInviteCode", "No invite code provided"))
 			return
@@ -117,16 +129,25 @@ func (s *server) createSession(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, s.log, invalidRequest("identifier and password are required"))
 		return
 	}
-	ident := strings.ToLower(strings.TrimSpace(in.Identifier))
-	if err := rateLimit(w, limitCheck{s.loginIP, s.clientIP(r)}, limitCheck{s.loginID, ident}); err != nil {
+	// Per address always; per identifier (all spellings of the account
+	// share one budget) unless the address is one the owner recently used,
+	// so guesses against the owner's handle cannot lock the owner out.
+	addr := s.addrKey(r)
+	known := s.knownAddrs.Known(addr)
+	checks := []limitCheck{{s.loginIP, addr}}
+	if !known {
+		checks = append(checks, limitCheck{s.loginID, s.auth.LoginKey(in.Identifier)})
+	}
+	if err := rateLimit(w, checks...); err != nil {
 		writeError(w, r, s.log, err)
 		return
 	}
-	sess, err := s.auth.Login(r.Context(), in.Identifier, in.Password)
+	sess, err := s.auth.Login(auth.WithPriorityIf(r.Context(), known), in.Identifier, in.Password)
 	if err != nil {
 		writeError(w, r, s.log, err)
 		return
 	}
+	s.knownAddrs.Remember(addr)
 	writeJSON(w, http.StatusOK, s.sessionOutput(sess))
 }
 

@@ -64,6 +64,7 @@ type Store struct {
 	serviceDID string
 	now        func() time.Time
 	minLogin   time.Duration
+	hashes     *HashPool // every scrypt runs here (hashpool.go)
 }
 
 // New returns a Store over db, creating its buckets. The caller keeps
@@ -81,6 +82,7 @@ func New(db *bolt.DB, cfg Config) (*Store, error) {
 		serviceDID: cfg.ServiceDID,
 		now:        cfg.Now,
 		minLogin:   cfg.MinLoginDuration,
+		hashes:     NewHashPool(0),
 	}
 	if s.now == nil {
 		s.now = time.Now
@@ -164,7 +166,7 @@ func (s *Store) CreateAccount(ctx context.Context, acct Account, password string
 	if err := validNewPassword(password); err != nil {
 		return err
 	}
-	hash, err := hashPassword(password)
+	hash, err := s.hashPassword(ctx, password)
 	if err != nil {
 		return err
 	}
@@ -243,7 +245,7 @@ func (s *Store) SetPassword(ctx context.Context, password string) error {
 	if err := validNewPassword(password); err != nil {
 		return err
 	}
-	hash, err := hashPassword(password)
+	hash, err := s.hashPassword(ctx, password)
 	if err != nil {
 		return err
 	}
