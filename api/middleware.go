@@ -236,12 +236,18 @@ func (s *server) requireAuthOrService(lxm string) func(http.Handler) http.Handle
 				}
 				return pub, nil
 			}
-			iss, err := auth.VerifyServiceJWT(r.Context(), tok, s.cfg.ServiceDID, lxm, keys, time.Now())
+			now := time.Now()
+			sc, err := auth.VerifyServiceJWTClaims(r.Context(), tok, s.cfg.ServiceDID, lxm, keys, now)
 			if err != nil {
 				writeError(w, r, s.log, xerr(http.StatusUnauthorized, "AuthRequired", "%v", err))
 				return
 			}
-			claims := &auth.Claims{DID: iss, Scope: auth.ScopeAppPass}
+			// Each service token once: a replayed one is refused.
+			if !s.jtis.Use(sc, now) {
+				writeError(w, r, s.log, xerr(http.StatusUnauthorized, "AuthRequired", "%v: token already used", auth.ErrServiceAuth))
+				return
+			}
+			claims := &auth.Claims{DID: rp.DID(), Scope: auth.ScopeAppPass}
 			next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), claimsKey, claims)))
 		})
 	}

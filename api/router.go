@@ -86,6 +86,8 @@ type server struct {
 	// knownAddrs are the owner's recent addresses (login_guard.go).
 	adminLimit *auth.RateLimiter
 	knownAddrs *auth.KnownAddrs
+	// jtis remembers the service tokens already used (replay refusal).
+	jtis *auth.JTICache
 }
 
 // Body limits, as the reference PDS sets them.
@@ -108,7 +110,8 @@ func NewRouter(d Deps) http.Handler {
 		upstream:    identity.NewSafeClient(0, d.Config.AllowPrivateUpstreams),
 		handleLimit: auth.NewRateLimiter(10, 5*time.Minute, nil),
 		adminLimit:  auth.NewRateLimiter(adminAttempts, 5*time.Minute, nil),
-		knownAddrs:  auth.NewKnownAddrs(knownAddrTTL, nil)}
+		knownAddrs:  auth.NewKnownAddrs(knownAddrTTL, nil),
+		jtis:        auth.NewJTICache()}
 	if s.loginIP == nil {
 		s.loginIP = auth.NewRateLimiter(30, 5*time.Minute, nil)
 	}
