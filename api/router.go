@@ -58,6 +58,9 @@ type Deps struct {
 	Resolver *identity.Resolver
 	Lexicons lexicon.Catalog
 	Log      *slog.Logger
+	// Health, if set, reports whether the database answers (within a
+	// second); /xrpc/_health turns 503 when it does not.
+	Health func() error
 	// LoginByIP and LoginByIdentifier bound createSession attempts; nil
 	// limiters get the defaults (30 per 5 minutes).
 	LoginByIP, LoginByIdentifier *auth.RateLimiter
@@ -88,6 +91,8 @@ type server struct {
 	knownAddrs *auth.KnownAddrs
 	// jtis remembers the service tokens already used (replay refusal).
 	jtis *auth.JTICache
+	// healthCheck probes the database for /xrpc/_health (nil: none).
+	healthCheck func() error
 }
 
 // Body limits, as the reference PDS sets them.
@@ -111,7 +116,8 @@ func NewRouter(d Deps) http.Handler {
 		handleLimit: auth.NewRateLimiter(10, 5*time.Minute, nil),
 		adminLimit:  auth.NewRateLimiter(adminAttempts, 5*time.Minute, nil),
 		knownAddrs:  auth.NewKnownAddrs(knownAddrTTL, nil),
-		jtis:        auth.NewJTICache()}
+		jtis:        auth.NewJTICache(),
+		healthCheck: d.Health}
 	if s.loginIP == nil {
 		s.loginIP = auth.NewRateLimiter(30, 5*time.Minute, nil)
 	}

@@ -18,6 +18,7 @@ import (
 	"github.com/pdsbox/pds/blobstore"
 	"github.com/pdsbox/pds/events"
 	"github.com/pdsbox/pds/identity"
+	"github.com/pdsbox/pds/internal/dbprobe"
 	"github.com/pdsbox/pds/lexicons"
 	bolt "go.etcd.io/bbolt"
 	bolterrors "go.etcd.io/bbolt/errors"
@@ -125,6 +126,7 @@ func (a *app) wire(ctx context.Context) error {
 		Events:   a.events,
 		Lexicons: cat,
 		Log:      a.log,
+		Health:   dbprobe.New(a.db, time.Second).Check,
 	})
 	return nil
 }
