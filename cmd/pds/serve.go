@@ -58,7 +58,7 @@ func serve(args []string, stdout, stderr io.Writer) int {
 	if !a.accounts.Exists() {
 		code, err := a.accounts.InviteCode()
 		if err == nil {
-			fmt.Fprintf(stdout, "No account yet. Create it with:\n  pds account create --handle <name>%s --password <password>\nor from a client with invite code %s\n", firstDomain(cfg), code)
+			fmt.Fprintf(stdout, "No account yet. Create it with:\n  pds account create --handle <name>%s   (it asks for the password)\nor from a client with invite code %s\n", firstDomain(cfg), code)
 		}
 	}
 	go a.blobs.RunGC(ctx, 10*time.Minute, log)
