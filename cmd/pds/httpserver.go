@@ -24,9 +24,10 @@ const (
 	writeTimeout = 60 * time.Second
 	// idleTimeout closes keep-alive connections nobody uses.
 	idleTimeout = 90 * time.Second
-	// maxHeaderBytes: bearer and DPoP tokens are a few KB; the default
-	// (1 MB) let 1,000 slow clients hold a gigabyte.
-	maxHeaderBytes = 64 << 10
+	// maxHeaderBytes: bearer and DPoP tokens are a few KB, but a getBlocks
+	// query naming its maximum of 1,000 CIDs is 65 KB of request line; the
+	// default (1 MB) let 1,000 slow clients hold a gigabyte.
+	maxHeaderBytes = 128 << 10
 	// connsPerAddr caps open connections per client (IPv4 address or IPv6
 	// /64); browsers use 6, relays one, the AppView's image proxy a few
 	// dozen. Trusted proxies are exempt (they carry many clients).
