@@ -226,7 +226,7 @@ const (
 const firehoseSendBuffer = 256 << 10
 
 var upgrader = websocket.Upgrader{
-	ReadBufferSize:  1 << 10,
+	ReadBufferSize: 1 << 10,
 	// Write buffers are taken per message and given back, so a thousand
 	// idle subscribers hold none; a stalled one holds its buffer until the
 	// write deadline, hence 16 KB rather than 64.
