@@ -27,8 +27,9 @@ func seedRepo(t testing.TB, s *hostileServer, batches, size int) {
 	for b := 0; b < batches; b++ {
 		var writes []map[string]any
 		for i := 0; i < 10; i++ {
+			// Distinct contents: equal records share one block.
 			writes = append(writes, map[string]any{"$type": "com.atproto.repo.applyWrites#create", "collection": "com.example.hostile",
-				"value": map[string]any{"$type": "com.example.hostile", "text": text[:size-b-i], "createdAt": "2026-12-05T00:00:00Z"}})
+				"value": map[string]any{"$type": "com.example.hostile", "text": fmt.Sprintf("%d-%d-%s", b, i, text), "createdAt": "2026-12-05T00:00:00Z"}})
 		}
 		st, out := hpost(t, c, s, "com.atproto.repo.applyWrites", s.access, "", map[string]any{"repo": s.did, "writes": writes})
 		if st != 200 {
@@ -63,8 +64,10 @@ func closeAll[C io.Closer](cs []C) {
 // while the repository keeps growing (so bbolt must grow its mapping, which
 // waited for every open read transaction).
 var attackStalledGetRepo = attack{
-	name:  "stalled getRepo readers",
-	setup: func(t testing.TB, s *hostileServer) { seedRepo(t, s, 100, 4000) },
+	name: "stalled getRepo readers",
+	// Twelve megabytes: more than the socket buffers of a stalled reader
+	// absorb (up to 4 MB on Linux), so the export really waits.
+	setup: func(t testing.TB, s *hostileServer) { seedRepo(t, s, 60, 20_000) },
 	run: func(ctx context.Context, t testing.TB, s *hostileServer) {
 		req := "GET /xrpc/com.atproto.sync.getRepo?did=" + s.did + " HTTP/1.1\r\nHost: localhost\r\n\r\n"
 		var conns []net.Conn
@@ -77,14 +80,16 @@ var attackStalledGetRepo = attack{
 			conns = append(conns, c)
 		}
 		defer closeAll(conns)
-		// Grow the database meanwhile: big batches from the owner.
+		// Grow the database meanwhile (900 KB a batch, tens of MB in all),
+		// so that bbolt must grow its mapping: that waited for every open
+		// read transaction, and every reader queued behind it.
 		c := clientFrom(ownerAddr)
-		text := strings.Repeat("g", 20_000)
+		text := strings.Repeat("g", 100_000)
 		for i := 0; ctx.Err() == nil; i++ {
 			var writes []map[string]any
-			for j := 0; j < 10; j++ {
+			for j := 0; j < 9; j++ {
 				writes = append(writes, map[string]any{"$type": "com.atproto.repo.applyWrites#create", "collection": "com.example.hostile",
-					"value": map[string]any{"$type": "com.example.hostile", "text": text[:20_000-i%100-j], "createdAt": "2026-12-05T00:00:00Z"}})
+					"value": map[string]any{"$type": "com.example.hostile", "text": fmt.Sprintf("%d-%d-%s", i, j, text), "createdAt": "2026-12-05T00:00:00Z"}})
 			}
 			st, out, err := hcall(c, s, "POST", "com.atproto.repo.applyWrites", "", s.access, "", map[string]any{"repo": s.did, "writes": writes})
 			if err != nil || st != 200 {
@@ -119,7 +124,7 @@ func dialWS(ctx context.Context, src, host, query string) (*websocket.Conn, int,
 // 63 addresses (16 each, the per-address cap).
 var attackFirehoseReplay = attack{
 	name:  "firehose replay, 1000 stalled consumers",
-	setup: func(t testing.TB, s *hostileServer) { seedRepo(t, s, 100, 4000) },
+	setup: func(t testing.TB, s *hostileServer) { seedRepo(t, s, 40, 20_000) },
 	run: func(ctx context.Context, t testing.TB, s *hostileServer) {
 		var mu sync.Mutex
 		var conns []*websocket.Conn
