@@ -37,3 +37,30 @@ func (s *server) adminMatches(r *http.Request) bool {
 	want := sha256.Sum256([]byte("admin:" + s.cfg.AdminPassword))
 	return subtle.ConstantTimeCompare(got[:], want[:]) == 1
 }
+
+// isAdmin reports whether the request carries the right admin credentials,
+// without counting the attempt: callers that answer differently for admins
+// must call limitAdmin first (or use requireAdmin).
+func (s *server) isAdmin(r *http.Request) bool { return s.adminMatches(r) }
+
+// errAdminAuth is the one answer of requireAdmin to every failed admin
+// credential (wrong user, wrong password, malformed or missing header).
+var errAdminAuth = xerr(http.StatusUnauthorized, "AuthenticationRequired", "Invalid admin credentials")
+
+// requireAdmin guards admin-only routes: every attempt is counted per
+// address (429 beyond), every failure gets the same answer.
+func (s *server) requireAdmin(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if hasBasicAuth(r) {
+			if err := s.limitAdmin(w, r); err != nil {
+				writeError(w, r, s.log, err)
+				return
+			}
+		}
+		if !s.adminMatches(r) {
+			writeError(w, r, s.log, errAdminAuth)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
