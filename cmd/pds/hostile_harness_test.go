@@ -403,13 +403,11 @@ func runAttack(t testing.TB, a attack) attackResult {
 	actx, astop := context.WithTimeout(context.Background(), dur)
 	a.run(actx, t, s)
 	astop()
-	ended := time.Now()
 	recovery := recover10s(t, s)
 	ostop()
 	<-ownerDone
 	res := attackResult{peakRSS: mem.finish(), recovery: recovery, ownerOps: len(o.lat), ownerFails: o.fails}
 	res.ownerP50, res.ownerP99 = o.percentiles()
-	_ = ended
 	return res
 }
 
