@@ -15,25 +15,31 @@ const streamIdle = 30 * time.Second
 // bodies are large (getRepo, getCheckout, getBlob, uploadBlob): a slow but
 // live client takes as long as it needs, a stalled one is cut off after
 // streamIdle without a byte moving.
-func streamDeadlines(next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		rc := http.NewResponseController(w)
-		_ = rc.SetReadDeadline(time.Now().Add(streamIdle))
-		_ = rc.SetWriteDeadline(time.Now().Add(streamIdle))
-		if r.Body != nil && r.Body != http.NoBody {
-			r.Body = &deadlineBody{ReadCloser: r.Body, rc: rc}
-		}
-		next.ServeHTTP(&deadlineWriter{ResponseWriter: w, rc: rc}, r)
-	})
+func streamDeadlines(next http.Handler) http.Handler { return streamDeadlinesIdle(streamIdle)(next) }
+
+// streamDeadlinesIdle is streamDeadlines with a given idle time.
+func streamDeadlinesIdle(idle time.Duration) func(http.Handler) http.Handler {
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			rc := http.NewResponseController(w)
+			_ = rc.SetReadDeadline(time.Now().Add(idle))
+			_ = rc.SetWriteDeadline(time.Now().Add(idle))
+			if r.Body != nil && r.Body != http.NoBody {
+				r.Body = &deadlineBody{ReadCloser: r.Body, rc: rc, idle: idle}
+			}
+			next.ServeHTTP(&deadlineWriter{ResponseWriter: w, rc: rc, idle: idle}, r)
+		})
+	}
 }
 
 type deadlineWriter struct {
 	http.ResponseWriter
-	rc *http.ResponseController
+	rc   *http.ResponseController
+	idle time.Duration
 }
 
 func (d *deadlineWriter) Write(p []byte) (int, error) {
-	_ = d.rc.SetWriteDeadline(time.Now().Add(streamIdle))
+	_ = d.rc.SetWriteDeadline(time.Now().Add(d.idle))
 	return d.ResponseWriter.Write(p)
 }
 
@@ -42,10 +48,11 @@ func (d *deadlineWriter) Unwrap() http.ResponseWriter { return d.ResponseWriter 
 
 type deadlineBody struct {
 	io.ReadCloser
-	rc *http.ResponseController
+	rc   *http.ResponseController
+	idle time.Duration
 }
 
 func (d *deadlineBody) Read(p []byte) (int, error) {
-	_ = d.rc.SetReadDeadline(time.Now().Add(streamIdle))
+	_ = d.rc.SetReadDeadline(time.Now().Add(d.idle))
 	return d.ReadCloser.Read(p)
 }
