@@ -44,7 +44,7 @@ func (s *server) defaultVerifiers() []auth.Verifier {
 		return s.accounts.PublicKey()
 	}
 	return []auth.Verifier{
-		auth.ServiceVerifier{Audience: s.cfg.ServiceDID, Keys: keys},
+		auth.ServiceVerifier{Audience: s.cfg.ServiceDID, Keys: keys, JTIs: s.jtis},
 		auth.SessionVerifier{Store: s.auth},
 		auth.AdminVerifier{Password: s.cfg.AdminPassword},
 	}
@@ -58,6 +58,15 @@ func (s *server) requireAuth(need auth.Permission) func(http.Handler) http.Handl
 			if s.oauth != nil && oauth.IsDPoP(r) {
 				// Every answer to a DPoP request carries the current nonce.
 				w.Header().Set("DPoP-Nonce", s.oauth.Nonce())
+			}
+			// Admin credentials are counted per address before they are
+			// checked (429 beyond), so the password cannot be guessed at
+			// speed.
+			if need == auth.PermAdmin && hasBasicAuth(r) {
+				if err := s.limitAdmin(w, r); err != nil {
+					writeError(w, r, s.log, err)
+					return
+				}
 			}
 			p, err := s.authenticate(r, need)
 			if err != nil {
@@ -87,6 +96,10 @@ func (s *server) requireAuth(need auth.Permission) func(http.Handler) http.Handl
 			if err := s.paramsAfterAuth(r); err != nil {
 				writeError(w, r, s.log, err)
 				return
+			}
+			if p.Claims != nil {
+				// The owner's session: its address is one the owner uses.
+				s.rememberOwner(r)
 			}
 			next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), principalKey, p)))
 		})

@@ -9,7 +9,6 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
-	"sync/atomic"
 	"time"
 
 	"github.com/bluesky-social/indigo/atproto/atcrypto"
@@ -63,6 +62,9 @@ type Deps struct {
 	Resolver *identity.Resolver
 	Lexicons lexicon.Catalog
 	Log      *slog.Logger
+	// Health, if set, reports whether the database answers (within a
+	// second); /xrpc/_health turns 503 when it does not.
+	Health func() error
 	// Verifiers are asked for a request's principal before the built-in
 	// ones (service JWT, session JWT, admin Basic).
 	Verifiers []auth.Verifier
@@ -98,10 +100,18 @@ type server struct {
 	// verifiers are asked in order for a request's principal (requireAuth).
 	verifiers []auth.Verifier
 	oauth     *oauth.Server // nil without OAuth
-	// subscribers counts open subscribeRepos connections.
-	subscribers atomic.Int64
+	// subSlots counts open subscribeRepos connections, per address too.
+	subSlots subscriberSlots
 	// handleLimit bounds handle updates (the reference: 10 per 5 minutes).
 	handleLimit *auth.RateLimiter
+	// adminLimit bounds admin credential attempts per address;
+	// knownAddrs are the owner's recent addresses (login_guard.go).
+	adminLimit *auth.RateLimiter
+	knownAddrs *auth.KnownAddrs
+	// jtis remembers the service tokens already used (replay refusal).
+	jtis *auth.JTICache
+	// healthCheck probes the database for /xrpc/_health (nil: none).
+	healthCheck func() error
 }
 
 // EmailTokensPath is this server's own admin endpoint behind `pds account
@@ -126,7 +136,11 @@ func NewRouter(d Deps) http.Handler {
 	s := &server{cfg: d.Config, accounts: d.Accounts, auth: d.Auth, blobs: d.Blobs, events: d.Events, lex: d.Lexicons, log: d.Log,
 		loginIP: d.LoginByIP, loginID: d.LoginByIdentifier, tids: syntax.NewTIDClock(0), resolver: d.Resolver,
 		upstream:    identity.NewSafeClient(0, d.Config.AllowPrivateUpstreams),
-		handleLimit: auth.NewRateLimiter(10, 5*time.Minute, nil)}
+		handleLimit: auth.NewRateLimiter(10, 5*time.Minute, nil),
+		adminLimit:  auth.NewRateLimiter(adminAttempts, 5*time.Minute, nil),
+		knownAddrs:  auth.NewKnownAddrs(knownAddrTTL, nil),
+		jtis:        auth.NewJTICache(),
+		healthCheck: d.Health}
 	// What the operator configured is trusted as configured (http, loopback
 	// or a LAN address included); only services learned from DID documents
 	// need the SSRF guard.
@@ -212,7 +226,7 @@ func NewRouter(d Deps) http.Handler {
 	r.With(s.requireAvailableRepo).Get("/xrpc/com.atproto.repo.getRecord", s.getRecord)
 	r.With(s.requireAvailableRepo).Get("/xrpc/com.atproto.repo.listRecords", s.listRecords)
 	r.With(s.requireAvailableRepo).Get("/xrpc/com.atproto.repo.describeRepo", s.describeRepo)
-	r.With(need(auth.PermBlobWrite)).Post("/xrpc/com.atproto.repo.uploadBlob", s.uploadBlob)
+	r.With(streamDeadlines, need(auth.PermBlobWrite)).Post("/xrpc/com.atproto.repo.uploadBlob", s.uploadBlob)
 	r.With(need(auth.PermAccountManage)).Post("/xrpc/com.atproto.repo.importRepo", s.importRepo)
 	r.With(need(auth.PermAccountRead)).Get("/xrpc/com.atproto.repo.listMissingBlobs", s.listMissingBlobs)
 
@@ -233,15 +247,15 @@ func NewRouter(d Deps) http.Handler {
 
 	// com.atproto.sync
 	r.Get("/xrpc/com.atproto.sync.subscribeRepos", s.subscribeRepos)
-	r.With(s.requireAvailableRepo).Get("/xrpc/com.atproto.sync.getRepo", s.getRepo)
+	r.With(streamDeadlines, s.requireAvailableRepo).Get("/xrpc/com.atproto.sync.getRepo", s.getRepo)
 	r.With(s.requireAvailableRepo).Get("/xrpc/com.atproto.sync.getLatestCommit", s.getLatestCommit)
 	r.With(s.requireAvailableRepo).Get("/xrpc/com.atproto.sync.getRecord", s.syncGetRecord)
 	r.With(s.requireAvailableRepo).Get("/xrpc/com.atproto.sync.getBlocks", s.getBlocks)
 	r.Get("/xrpc/com.atproto.sync.listRepos", s.listRepos)
 	r.Get("/xrpc/com.atproto.sync.getRepoStatus", s.getRepoStatus)
 	r.With(s.requireAvailableRepo).Get("/xrpc/com.atproto.sync.getHead", s.getHead)
-	r.With(s.requireAvailableRepo).Get("/xrpc/com.atproto.sync.getCheckout", s.getCheckout)
-	r.With(s.requireAvailableRepo).Get("/xrpc/com.atproto.sync.getBlob", s.getBlob)
+	r.With(streamDeadlines, s.requireAvailableRepo).Get("/xrpc/com.atproto.sync.getCheckout", s.getCheckout)
+	r.With(streamDeadlines, s.requireAvailableRepo).Get("/xrpc/com.atproto.sync.getBlob", s.getBlob)
 	r.With(s.requireAvailableRepo).Get("/xrpc/com.atproto.sync.listBlobs", s.listBlobs)
 
 	// Remember which method each local XRPC route takes, so that a call with

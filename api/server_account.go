@@ -13,6 +13,20 @@ func (s *server) createAccount(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, s.log, err)
 		return
 	}
+	// Admin credentials: every attempt is counted (429 beyond the budget),
+	// and with the account in place the answer is the same whatever the
+	// password: wrong and right ones used to answer differently, an oracle
+	// for guessing it.
+	if hasBasicAuth(r) {
+		if err := s.limitAdmin(w, r); err != nil {
+			writeError(w, r, s.log, err)
+			return
+		}
+		if s.accounts.Exists() {
+			writeError(w, r, s.log, account.ErrAccountExists)
+			return
+		}
+	}
 	if !s.isAdmin(r) && s.cfg.InviteRequired {
 		if in.InviteCode == "" {
 			writeError(w, r, s.log, xerr(http.StatusBadRequest, "InvalidInviteCode", "No invite code provided"))

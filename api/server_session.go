@@ -2,7 +2,6 @@ package api
 
 import (
 	"net/http"
-	"strings"
 
 	"github.com/pdsbox/pds/account"
 	"github.com/pdsbox/pds/auth"
@@ -52,12 +51,20 @@ func (s *server) createSession(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, s.log, invalidRequest("identifier and password are required"))
 		return
 	}
-	ident := strings.ToLower(strings.TrimSpace(in.Identifier))
-	if err := rateLimit(w, limitCheck{s.loginIP, s.clientIP(r)}, limitCheck{s.loginID, ident}); err != nil {
+	// Per address always; per identifier (all spellings of the account
+	// share one budget) unless the address is one the owner recently used,
+	// so guesses against the owner's handle cannot lock the owner out.
+	addr := s.addrKey(r)
+	known := s.knownAddrs.Known(addr)
+	checks := []limitCheck{{s.loginIP, addr}}
+	if !known {
+		checks = append(checks, limitCheck{s.loginID, s.auth.LoginKey(in.Identifier)})
+	}
+	if err := rateLimit(w, checks...); err != nil {
 		writeError(w, r, s.log, err)
 		return
 	}
-	sess, err := s.auth.Login(r.Context(), in.Identifier, in.Password)
+	sess, err := s.auth.Login(auth.WithPriorityIf(r.Context(), known), in.Identifier, in.Password)
 	if err == nil {
 		// As the reference: the right password of a taken-down account
 		// answers AccountTakedown, and no session is handed out.
@@ -69,6 +76,7 @@ func (s *server) createSession(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, s.log, err)
 		return
 	}
+	s.knownAddrs.Remember(addr)
 	writeJSON(w, http.StatusOK, s.sessionOutput(sess))
 }
 

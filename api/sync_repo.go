@@ -3,9 +3,13 @@ package api
 import (
 	"context"
 	"errors"
+	"io"
+	"net"
 	"net/http"
+	"net/netip"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/bluesky-social/indigo/atproto/syntax"
@@ -46,10 +50,24 @@ func (s *server) getRepo(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	s.writeExport(w, r, rp, since)
+}
+
+// writeExport answers with the CAR of the head commit (or of the blocks
+// after since). The CAR is spooled first, so a slow client holds no
+// database transaction, and its length is known.
+func (s *server) writeExport(w http.ResponseWriter, r *http.Request, rp *repo.Repo, since string) {
+	exp, err := rp.OpenExport(r.Context(), since)
+	if err != nil {
+		writeError(w, r, s.log, err)
+		return
+	}
+	defer exp.Close()
 	w.Header().Set("Content-Type", carContentType)
+	w.Header().Set("Content-Length", strconv.FormatInt(exp.Size(), 10))
 	// Once streaming has begun an error can only cut the body short.
-	if err := rp.ExportSince(r.Context(), w, since); err != nil && r.Context().Err() == nil {
-		s.log.Error("getRepo stream failed", "err", err)
+	if _, err := io.Copy(w, exp.Reader()); err != nil && r.Context().Err() == nil {
+		s.log.Debug("export cut short", "err", err)
 	}
 }
 
@@ -60,10 +78,7 @@ func (s *server) getCheckout(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, s.log, err)
 		return
 	}
-	w.Header().Set("Content-Type", carContentType)
-	if err := rp.ExportCAR(r.Context(), w); err != nil && r.Context().Err() == nil {
-		s.log.Error("getCheckout stream failed", "err", err)
-	}
+	s.writeExport(w, r, rp, "")
 }
 
 func (s *server) getLatestCommit(w http.ResponseWriter, r *http.Request) {
@@ -146,19 +161,27 @@ func (s *server) getBlocks(w http.ResponseWriter, r *http.Request) {
 			}
 			cids = append(cids, c)
 		}
-		found, missing, err := rp.Blocks(cids)
-		if err != nil {
-			return err
-		}
+		// Each block once, streamed a chunk at a time (a block named 1,000
+		// times built a response 1,000 blocks long in memory).
+		w.Header().Set("Content-Type", carContentType)
+		cw := &countingWriter{w: w}
+		missing, err := rp.WriteBlocksCAR(r.Context(), cw, cids)
 		if len(missing) > 0 {
+			w.Header().Del("Content-Type")
 			ms := make([]string, len(missing))
 			for i, c := range missing {
 				ms[i] = c.String()
 			}
 			return xerr(http.StatusBadRequest, "BlockNotFound", "Could not find cids: %s", strings.Join(ms, ", "))
 		}
-		w.Header().Set("Content-Type", carContentType)
-		return repo.WriteCAR(w, nil, found)
+		if err != nil && cw.n == 0 {
+			w.Header().Del("Content-Type")
+			return err
+		}
+		if err != nil && r.Context().Err() == nil {
+			s.log.Debug("getBlocks cut short", "err", err)
+		}
+		return nil
 	}()
 	if err != nil {
 		writeError(w, r, s.log, err)
@@ -205,9 +228,6 @@ func (s *server) getRepoStatus(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, out)
 }
 
-// maxSubscribers bounds concurrent subscribeRepos connections.
-const maxSubscribers = 1024
-
 // Websocket timing of subscribeRepos.
 const (
 	pingInterval = 30 * time.Second
@@ -215,9 +235,17 @@ const (
 	writeWait    = 15 * time.Second
 )
 
+// firehoseSendBuffer is the kernel send buffer of a firehose socket: at
+// 100 ms round trip it still carries 2.5 MB/s to a relay.
+const firehoseSendBuffer = 256 << 10
+
 var upgrader = websocket.Upgrader{
-	ReadBufferSize:  1 << 10,
-	WriteBufferSize: 64 << 10,
+	ReadBufferSize: 1 << 10,
+	// Write buffers are taken per message and given back, so a thousand
+	// idle subscribers hold none; a stalled one holds its buffer until the
+	// write deadline, hence 16 KB rather than 64.
+	WriteBufferSize: 16 << 10,
+	WriteBufferPool: &sync.Pool{},
 	// Any web page may read the public firehose.
 	CheckOrigin: func(*http.Request) bool { return true },
 }
@@ -234,12 +262,13 @@ func (s *server) subscribeRepos(w http.ResponseWriter, r *http.Request) {
 	}
 	// Bound the open firehose sockets: each holds a goroutine pair and a
 	// queue, and nothing else stops a client from opening thousands.
-	if n := s.subscribers.Add(1); n > maxSubscribers {
-		s.subscribers.Add(-1)
+	ip, _ := netip.ParseAddr(s.clientIP(r))
+	slot, ok := s.subSlots.take(ip)
+	if !ok {
 		writeError(w, r, s.log, xerr(http.StatusServiceUnavailable, "TooManySubscribers", "too many firehose subscribers; try again later"))
 		return
 	}
-	defer s.subscribers.Add(-1)
+	defer s.subSlots.release(slot)
 	done := s.events.Track()
 	defer done()
 	conn, err := upgrader.Upgrade(w, r, nil)
@@ -247,6 +276,12 @@ func (s *server) subscribeRepos(w http.ResponseWriter, r *http.Request) {
 		return // the upgrader has answered
 	}
 	defer conn.Close()
+	// Bound the kernel's send buffer too: a thousand stalled consumers
+	// with autotuned buffers of megabytes each would hold gigabytes of
+	// kernel memory (counted in a container's memory limit).
+	if tc, ok := conn.NetConn().(*net.TCPConn); ok {
+		_ = tc.SetWriteBuffer(firehoseSendBuffer)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 
@@ -298,4 +333,17 @@ func (s *server) subscribeRepos(w http.ResponseWriter, r *http.Request) {
 		closing = websocket.FormatCloseMessage(websocket.CloseNormalClosure, "")
 	}
 	_ = conn.WriteControl(websocket.CloseMessage, closing, time.Now().Add(time.Second))
+}
+
+// countingWriter counts the bytes written through it, to tell an error
+// before the response began from one after.
+type countingWriter struct {
+	w io.Writer
+	n int64
+}
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n += int64(n)
+	return n, err
 }

@@ -27,6 +27,15 @@ func (s *server) robots(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *server) health(w http.ResponseWriter, r *http.Request) {
+	// As the reference: 503 when the database does not answer, so that a
+	// supervisor restarts a wedged server.
+	if s.healthCheck != nil {
+		if err := s.healthCheck(); err != nil {
+			s.log.Error("health check: database", "err", err)
+			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"version": s.cfg.Version, "error": "Service Unavailable"})
+			return
+		}
+	}
 	writeJSON(w, http.StatusOK, map[string]string{"version": s.cfg.Version})
 }
 

@@ -122,7 +122,10 @@ func (s *Store) CreateAppPassword(ctx context.Context, name string, privileged b
 	if err != nil {
 		return nil, err
 	}
-	hash, err := hashAppPassword(did, password)
+	var hash string
+	if perr := s.hashes.Do(WithPriority(ctx), func() { hash, err = hashAppPassword(did, password) }); perr != nil {
+		return nil, perr
+	}
 	if err != nil {
 		return nil, err
 	}

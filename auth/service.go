@@ -89,64 +89,83 @@ type KeyResolver func(ctx context.Context, did syntax.DID, refresh bool) (atcryp
 // name it), not expired, iat and nbf not beyond ClockSkew in the future,
 // and signed by iss's key. It returns the issuer.
 func VerifyServiceJWT(ctx context.Context, token, audience, lxm string, keys KeyResolver, now time.Time) (syntax.DID, error) {
+	c, err := VerifyServiceJWTClaims(ctx, token, audience, lxm, keys, now)
+	if err != nil {
+		return "", err
+	}
+	return syntax.DID(strings.SplitN(c.Iss, "#", 2)[0]), nil
+}
+
+// MaxServiceJWTLifetime is the longest validity an inbound service-auth
+// token may claim: what getServiceAuth grants at most (an hour), plus a
+// minute of clock skew. A token valid for ten years is refused.
+const MaxServiceJWTLifetime = time.Hour + time.Minute
+
+// VerifyServiceJWTClaims is VerifyServiceJWT returning the verified claims
+// (for the jti replay check). It also refuses tokens whose exp is more than
+// MaxServiceJWTLifetime away, or whose iat is in the future.
+func VerifyServiceJWTClaims(ctx context.Context, token, audience, lxm string, keys KeyResolver, now time.Time) (*ServiceClaims, error) {
 	parts := strings.Split(token, ".")
 	if len(parts) != 3 {
-		return "", fmt.Errorf("%w: malformed", ErrServiceAuth)
+		return nil, fmt.Errorf("%w: malformed", ErrServiceAuth)
 	}
 	var hdr struct {
 		Typ string `json:"typ"`
 		Alg string `json:"alg"`
 	}
 	if err := decodeServiceSegment(parts[0], &hdr); err != nil {
-		return "", err
+		return nil, err
 	}
 	switch hdr.Typ {
 	case "at+jwt", "refresh+jwt", "dpop+jwt":
-		return "", fmt.Errorf("%w: a %s is not a service token", ErrServiceAuth, hdr.Typ)
+		return nil, fmt.Errorf("%w: a %s is not a service token", ErrServiceAuth, hdr.Typ)
 	}
 	if hdr.Alg != "ES256K" && hdr.Alg != "ES256" {
-		return "", fmt.Errorf("%w: alg %q", ErrServiceAuth, hdr.Alg)
+		return nil, fmt.Errorf("%w: alg %q", ErrServiceAuth, hdr.Alg)
 	}
 	var c ServiceClaims
 	if err := decodeServiceSegment(parts[1], &c); err != nil {
-		return "", err
+		return nil, err
 	}
 	iss, err := syntax.ParseDID(strings.SplitN(c.Iss, "#", 2)[0])
 	if err != nil {
-		return "", fmt.Errorf("%w: iss: %v", ErrServiceAuth, err)
+		return nil, fmt.Errorf("%w: iss: %v", ErrServiceAuth, err)
 	}
 	if c.Aud != audience {
-		return "", fmt.Errorf("%w: aud %q, not %q", ErrServiceAuth, c.Aud, audience)
+		return nil, fmt.Errorf("%w: aud %q, not %q", ErrServiceAuth, c.Aud, audience)
 	}
 	if c.Exp == 0 || now.Unix() >= c.Exp {
-		return "", fmt.Errorf("%w: expired", ErrServiceAuth)
+		return nil, fmt.Errorf("%w: expired", ErrServiceAuth)
+	}
+	if c.Exp-now.Unix() > int64(MaxServiceJWTLifetime/time.Second) {
+		return nil, fmt.Errorf("%w: valid for more than an hour", ErrServiceAuth)
 	}
 	// iat is optional, as the reference has it; when present it is held to
 	// the clock like nbf.
 	if limit := now.Add(ClockSkew).Unix(); c.Iat > limit || c.Nbf > limit {
-		return "", fmt.Errorf("%w: issued or valid only in the future", ErrServiceAuth)
+		return nil, fmt.Errorf("%w: issued or valid only in the future", ErrServiceAuth)
 	}
 	if lxm != "" && c.Lxm != lxm {
-		return "", fmt.Errorf("%w: lxm %q, not %q", ErrServiceAuth, c.Lxm, lxm)
+		return nil, fmt.Errorf("%w: lxm %q, not %q", ErrServiceAuth, c.Lxm, lxm)
 	}
 	sig, err := svcB64.DecodeString(parts[2])
 	if err != nil {
-		return "", fmt.Errorf("%w: signature encoding", ErrServiceAuth)
+		return nil, fmt.Errorf("%w: signature encoding", ErrServiceAuth)
 	}
 	input := []byte(parts[0] + "." + parts[1])
 	for _, refresh := range []bool{false, true} {
 		pub, err := keys(ctx, iss, refresh)
 		if err != nil {
-			return "", fmt.Errorf("%w: resolving %s: %v", ErrServiceAuth, iss, err)
+			return nil, fmt.Errorf("%w: resolving %s: %v", ErrServiceAuth, iss, err)
 		}
 		if alg, err := jwtAlg(pub); err != nil || alg != hdr.Alg {
 			continue
 		}
 		if pub.HashAndVerify(input, sig) == nil {
-			return iss, nil
+			return &c, nil
 		}
 	}
-	return "", fmt.Errorf("%w: bad signature", ErrServiceAuth)
+	return nil, fmt.Errorf("%w: bad signature", ErrServiceAuth)
 }
 
 func decodeServiceSegment(seg string, v any) error {

@@ -248,6 +248,11 @@ func TestVerifyServiceJWT(t *testing.T) {
 		{"two segments", strings.Join(strings.Split(signed(key, hdr, good), ".")[:2], "."), nil, upload, false},
 		{"bad signature encoding", signed(key, hdr, good) + "!", nil, upload, false},
 		{"claims not JSON", "eyJ0eXAiOiJKV1QiLCJhbGciOiJFUzI1NksifQ.bm90IGpzb24.AAAA", nil, upload, false},
+		// Issue 9: lifetime bounded as getServiceAuth grants it.
+		{"valid for an hour", signed(key, hdr, with(good, "exp", now.Unix()+3600)), nil, upload, true},
+		{"valid for ten years", signed(key, hdr, with(good, "exp", now.Add(10*365*24*time.Hour).Unix())), nil, upload, false},
+		{"valid for two hours", signed(key, hdr, with(good, "exp", now.Unix()+7200)), nil, upload, false},
+		{"issued in the future", signed(key, hdr, with(good, "iat", now.Unix()+600)), nil, upload, false},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -130,7 +130,10 @@ func (s *Store) Login(ctx context.Context, identifier, password string) (*Sessio
 	if !acct.matches(identifier) {
 		return nil, ErrInvalidLogin
 	}
-	cred, err := s.checkPassword(acct, aps, password)
+	var cred credential
+	if perr := s.hashes.Do(ctx, func() { cred, err = s.checkPassword(acct, aps, password) }); perr != nil {
+		return nil, perr
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -179,14 +182,15 @@ func (s *Store) Login(ctx context.Context, identifier, password string) (*Sessio
 
 // matches reports whether identifier names the account.
 func (r *accountRecord) matches(identifier string) bool {
-	identifier = strings.TrimSpace(identifier)
+	// Exact on the normalized form: see NormalizeIdentifier.
+	identifier = NormalizeIdentifier(identifier)
 	if identifier == "" {
 		return false
 	}
 	if strings.Contains(identifier, "@") {
-		return r.Email != "" && strings.EqualFold(identifier, r.Email)
+		return r.Email != "" && identifier == NormalizeIdentifier(r.Email)
 	}
-	return identifier == r.DID || strings.EqualFold(identifier, r.Handle)
+	return identifier == strings.ToLower(r.DID) || identifier == NormalizeIdentifier(r.Handle)
 }
 
 // checkPassword finds the credential password is: the account password or

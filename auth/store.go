@@ -67,6 +67,7 @@ type Store struct {
 	serviceDID string
 	now        func() time.Time
 	minLogin   time.Duration
+	hashes     *HashPool // every scrypt runs here (hashpool.go)
 }
 
 // New returns a Store over db, creating its buckets. The caller keeps
@@ -84,6 +85,7 @@ func New(db *bolt.DB, cfg Config) (*Store, error) {
 		serviceDID: cfg.ServiceDID,
 		now:        cfg.Now,
 		minLogin:   cfg.MinLoginDuration,
+		hashes:     NewHashPool(0),
 	}
 	if s.now == nil {
 		s.now = time.Now
@@ -170,7 +172,7 @@ func (s *Store) CreateAccount(ctx context.Context, acct Account, password string
 	if err := ValidatePassword(password); err != nil {
 		return err
 	}
-	hash, err := hashPassword(password)
+	hash, err := s.hashPassword(ctx, password)
 	if err != nil {
 		return err
 	}
@@ -251,7 +253,7 @@ func (s *Store) SetPassword(ctx context.Context, password string) error {
 	if err := ValidatePassword(password); err != nil {
 		return err
 	}
-	hash, err := hashPassword(password)
+	hash, err := s.hashPassword(ctx, password)
 	if err != nil {
 		return err
 	}

@@ -59,7 +59,7 @@ ref_start
 REF_PID="$(ref_pid)"
 rm -rf "$OURS_DATA"
 mkdir -p "$OURS_DATA"
-"${ours_env[@]}" "$OURS_BIN" account create --handle "$OURS_HANDLE" --password "$PASSWORD" \
+printf '%s\n' "$PASSWORD" | "${ours_env[@]}" "$OURS_BIN" account create --handle "$OURS_HANDLE" \
   --email bench@example.com >&2
 ours_start keep
 log "reference pid $REF_PID, ours pid $OURS_PID; idle ${IDLE}s"

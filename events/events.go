@@ -66,6 +66,7 @@ type Sequencer struct {
 	subs    map[*liveSub]struct{}
 	closed  bool
 	conns   sync.WaitGroup // consumer connections, for Wait
+	pages   *replayPages   // shared replay pages (replay.go)
 }
 
 // New opens the sequencer over db, creating its bucket.
@@ -85,7 +86,7 @@ func New(db *bolt.DB, cfg Config) (*Sequencer, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	s := &Sequencer{db: db, cfg: cfg, pending: map[int64][]byte{}, subs: map[*liveSub]struct{}{}}
+	s := &Sequencer{db: db, cfg: cfg, pending: map[int64][]byte{}, subs: map[*liveSub]struct{}{}, pages: newReplayPages(db)}
 	err := db.Update(func(tx *bolt.Tx) error {
 		b, err := tx.CreateBucketIfNotExists(bucketEvents)
 		if err != nil {

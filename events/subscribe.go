@@ -1,10 +1,8 @@
 package events
 
 import (
-	"bytes"
 	"context"
 	"encoding/binary"
-	"fmt"
 	"sync"
 
 	bolt "go.etcd.io/bbolt"
@@ -159,42 +157,31 @@ func (s *Sequencer) Subscribe(ctx context.Context, cursor *int64, info func(Info
 	}
 }
 
-// replay sends stored events after pos, in batches read from short
-// transactions so that a slow consumer never pins one for long, and returns
-// the seq of the last event sent.
+// replay sends stored events after pos, page by page from the shared page
+// cache (replay.go), so that a slow consumer never pins a transaction and
+// consumers at the same position share one copy, and returns the seq of
+// the last event sent.
 func (s *Sequencer) replay(ctx context.Context, pos int64, send func([]byte) error) (int64, error) {
-	const batchBytes = 4 << 20
 	for {
-		var frames [][]byte
-		var last int64
-		size := 0
-		err := s.db.View(func(tx *bolt.Tx) error {
-			c := tx.Bucket(bucketEvents).Cursor()
-			for k, v := c.Seek(seqKey(pos + 1)); k != nil && size < batchBytes; k, v = c.Next() {
-				if len(v) < valueHeaderLen {
-					return fmt.Errorf("events: short event %x", k)
-				}
-				frames = append(frames, bytes.Clone(v[valueHeaderLen:]))
-				last = int64(binary.BigEndian.Uint64(k))
-				size += len(v)
-			}
-			return nil
-		})
+		p, err := s.pages.acquire(ctx, pos)
 		if err != nil {
 			return pos, err
 		}
-		if len(frames) == 0 {
+		if len(p.frames) == 0 {
+			s.pages.release(p)
 			return pos, nil
 		}
-		for _, f := range frames {
-			if err := ctx.Err(); err != nil {
-				return pos, err
+		for _, f := range p.frames {
+			if err = ctx.Err(); err == nil {
+				err = send(f)
 			}
-			if err := send(f); err != nil {
+			if err != nil {
+				s.pages.release(p)
 				return pos, err
 			}
 		}
-		pos = last
+		pos = p.last
+		s.pages.release(p)
 	}
 }
 

@@ -28,7 +28,34 @@ func PublicAddr(ip netip.Addr) bool {
 			return false
 		}
 	}
+	// IPv6 forms that carry an IPv4 address reach that address: judge it.
+	if v4, ok := embeddedIPv4(ip); ok {
+		return PublicAddr(v4)
+	}
 	return true
+}
+
+// embeddedIPv4 returns the IPv4 address an IPv6 transition address routes
+// to: 6to4 (2002:V4ADDR::/48) and Teredo (2001:0::/32, the server at bits
+// 32-63, the client obfuscated in the last 32). IPv4-compatible (::/96),
+// IPv4-translated and NAT64 prefixes are refused outright (nonPublic).
+func embeddedIPv4(ip netip.Addr) (netip.Addr, bool) {
+	if !ip.Is6() {
+		return netip.Addr{}, false
+	}
+	b := ip.As16()
+	switch {
+	case b[0] == 0x20 && b[1] == 0x02: // 6to4
+		return netip.AddrFrom4([4]byte{b[2], b[3], b[4], b[5]}), true
+	case b[0] == 0x20 && b[1] == 0x01 && b[2] == 0 && b[3] == 0: // Teredo
+		server := netip.AddrFrom4([4]byte{b[4], b[5], b[6], b[7]})
+		client := netip.AddrFrom4([4]byte{^b[12], ^b[13], ^b[14], ^b[15]})
+		if !PublicAddr(server) {
+			return server, true
+		}
+		return client, true
+	}
+	return netip.Addr{}, false
 }
 
 var nonPublic = []netip.Prefix{
@@ -41,6 +68,10 @@ var nonPublic = []netip.Prefix{
 	netip.MustParsePrefix("203.0.113.0/24"),  // documentation
 	netip.MustParsePrefix("240.0.0.0/4"),     // reserved
 	netip.MustParsePrefix("64:ff9b::/96"),    // NAT64 can reach private IPv4
+	netip.MustParsePrefix("64:ff9b:1::/48"),  // local-use NAT64
+	netip.MustParsePrefix("::/96"),           // IPv4-compatible (::7f00:1 is 127.0.0.1)
+	netip.MustParsePrefix("::ffff:0:0:0/96"), // IPv4-translated (SIIT)
+	netip.MustParsePrefix("100::/64"),        // discard-only
 	netip.MustParsePrefix("2001:db8::/32"),   // documentation
 	netip.MustParsePrefix("fc00::/7"),        // unique local
 }

@@ -23,6 +23,9 @@ func ParseRecordJSON(b []byte) (map[string]any, error) {
 	if t := bytes.TrimLeft(b, " \t\r\n"); len(t) == 0 || t[0] != '{' {
 		return nil, fmt.Errorf("%w: not a JSON object", ErrInvalidRecord)
 	}
+	if err := jsonDepthOK(b); err != nil {
+		return nil, err
+	}
 	m, err := atdata.UnmarshalJSON(b)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrInvalidRecord, err)
@@ -72,6 +75,9 @@ func EncodeRecord(rec map[string]any) (cid.Cid, []byte, error) {
 func encodeRecord(rec map[string]any) (e encodedRecord, err error) {
 	if rec == nil {
 		return e, fmt.Errorf("%w: missing record", ErrInvalidRecord)
+	}
+	if err := depthOK(rec, 0); err != nil {
+		return e, err
 	}
 	// The CBOR encoder panics on some values Go can hold (channels, funcs);
 	// such a map is a bad record, not a crash.

@@ -159,6 +159,7 @@ type Repo struct {
 	commits uint64     // commits made since Open, under mu
 	clockID uint
 	now     func() time.Time
+	exports exportSpools // getRepo snapshots on disk, shared (spool.go)
 }
 
 // Open opens the repository of did stored in db, creating its buckets. The

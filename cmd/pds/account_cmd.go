@@ -20,12 +20,12 @@ import (
 // accountCmd: pds account create|invite.
 func accountCmd(args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
-		fmt.Fprintln(stderr, "usage: pds account create --handle H --password P [--email E] | invite | info | tokens [--purpose P] | plc-token | delete-token | reset-password | takedown [--ref R] | untakedown")
+		fmt.Fprintln(stderr, "usage: pds account create --handle H [--email E] (password on stdin or prompted) | invite | info | tokens [--purpose P] | plc-token | delete-token | reset-password | takedown [--ref R] | untakedown")
 		return 2
 	}
 	switch args[0] {
 	case "create":
-		return accountCreate(args[1:], stdout, stderr)
+		return accountCreate(args[1:], os.Stdin, stdout, stderr)
 	case "invite":
 		return accountInvite(args[1:], stdout, stderr)
 	case "plc-token":
@@ -41,20 +41,27 @@ func accountCmd(args []string, stdout, stderr io.Writer) int {
 	}
 }
 
-func accountCreate(args []string, stdout, stderr io.Writer) int {
+// accountCreate creates the account; the password comes from stdin (a
+// prompt when it is a terminal), never from args.
+func accountCreate(args []string, stdin *os.File, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("account create", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	handle := fs.String("handle", "", "the account's handle (the hostname itself, or a name under it)")
-	password := fs.String("password", "", "the account password")
 	email := fs.String("email", "", "the account email (optional)")
 	data := fs.String("data", "", "data directory (default $PDS_DATA_DIRECTORY or ./data)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
-	if *handle == "" || *password == "" {
-		fmt.Fprintln(stderr, "pds account create: --handle and --password are required")
+	if *handle == "" {
+		fmt.Fprintln(stderr, "pds account create: --handle is required (the password is read from stdin or prompted, never from the command line)")
 		return 2
 	}
+	pw, err := readPassword(stdin, stderr)
+	if err != nil {
+		fmt.Fprintf(stderr, "pds account create: %v\n", err)
+		return 2
+	}
+	password := &pw
 	cfg, err := loadConfig(os.Getenv, "", *data)
 	if err != nil {
 		fmt.Fprintf(stderr, "pds: configuration: %v\n", err)

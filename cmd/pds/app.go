@@ -18,6 +18,7 @@ import (
 	"github.com/pdsbox/pds/blobstore"
 	"github.com/pdsbox/pds/events"
 	"github.com/pdsbox/pds/identity"
+	"github.com/pdsbox/pds/internal/dbprobe"
 	"github.com/pdsbox/pds/lexicons"
 	"github.com/pdsbox/pds/mail"
 	"github.com/pdsbox/pds/oauth"
@@ -146,6 +147,7 @@ func (a *app) wire(ctx context.Context) error {
 		Log:      a.log,
 		Email:    a.email,
 		OAuth:    a.oauth,
+		Health:   dbprobe.New(a.db, time.Second).Check,
 	})
 	return nil
 }

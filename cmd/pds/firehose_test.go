@@ -9,10 +9,12 @@ import (
 	"io"
 	"maps"
 	"math/rand/v2"
+	"net/http"
 	"net/url"
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -126,6 +128,9 @@ type fhReader struct {
 	done chan struct{}
 }
 
+// fhClients numbers the readers fhSubscribe opens.
+var fhClients atomic.Int64
+
 // fhSubscribe dials subscribeRepos on host (host:port); cursor "" means
 // live only.
 func fhSubscribe(t *testing.T, host, cursor string) *fhReader {
@@ -135,7 +140,9 @@ func fhSubscribe(t *testing.T, host, cursor string) *fhReader {
 		u += "?cursor=" + cursor
 	}
 	d := websocket.Dialer{HandshakeTimeout: 10 * time.Second}
-	conn, resp, err := d.Dial(u, nil)
+	// Each reader a client of its own: one address gets 16 firehose slots.
+	xff := http.Header{"X-Forwarded-For": {fmt.Sprintf("198.51.100.%d", fhClients.Add(1)%250)}}
+	conn, resp, err := d.Dial(u, xff)
 	if err != nil {
 		t.Fatalf("dial %s: %v", u, err)
 	}

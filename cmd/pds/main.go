@@ -73,8 +73,9 @@ func usage(w io.Writer) {
 Usage:
   pds serve [--listen ADDR] [--data DIR]
                  run the server (default 127.0.0.1:2583, data under ./data)
-  pds account create --handle H --password P [--email E]
-                 create the server's one account
+  pds account create --handle H [--email E]
+                 create the server's one account (password prompted, or
+                 the first line of stdin)
   pds account invite
                  print the invite code for creating the account from a client
   pds seq raise N

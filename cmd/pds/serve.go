@@ -53,17 +53,12 @@ func serve(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "pds: listening on %s: %v\n", cfg.Listen, err)
 		return 1
 	}
-	srv := &http.Server{
-		Handler:           a.handler,
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       90 * time.Second,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
-	}
+	srv := newHTTPServer(a.handler, log)
 	log.Info("pds listening", "addr", ln.Addr().String(), "public_url", cfg.PublicURL, "data", cfg.DataDir, "version", version)
 	if !a.accounts.Exists() {
 		code, err := a.accounts.InviteCode()
 		if err == nil {
-			fmt.Fprintf(stdout, "No account yet. Create it with:\n  %s account create%s --handle <name>%s --password <password>\nor from a client with invite code %s\n",
+			fmt.Fprintf(stdout, "No account yet. Create it with:\n  %s account create%s --handle <name>%s (it asks for the password)\nor from a client with invite code %s\n",
 				selfCommand(os.Args[0]), dataHint(*data), firstDomain(cfg), code)
 		}
 	}
@@ -76,7 +71,7 @@ func serve(args []string, stdout, stderr io.Writer) int {
 	go a.oauth.Run(ctx, 10*time.Minute)
 	go trimLoop(ctx, a, 2*time.Second)
 	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
+	go func() { errc <- srv.Serve(limitListener(ln, cfg)) }()
 	select {
 	case err := <-errc:
 		if !errors.Is(err, http.ErrServerClosed) {

@@ -341,7 +341,9 @@ func BenchmarkLiveDelivery100(b *testing.B) {
 	var round sync.WaitGroup
 	subs := make([]*syncBenchSub, syncBenchSubs)
 	for i := range subs {
-		conn, resp, err := d.Dial("ws://"+s.Host+"/xrpc/com.atproto.sync.subscribeRepos", nil)
+		// Distinct client addresses: one address gets 16 firehose slots.
+		xff := http.Header{"X-Forwarded-For": {fmt.Sprintf("192.0.2.%d", i)}}
+		conn, resp, err := d.Dial("ws://"+s.Host+"/xrpc/com.atproto.sync.subscribeRepos", xff)
 		if err != nil {
 			b.Fatal(err)
 		}
