@@ -71,12 +71,21 @@ func (a *app) wire(ctx context.Context) error {
 	if a.blobs, err = blobstore.New(a.db, blobstore.Config{Dir: cfg.BlobDir, MaxSize: cfg.BlobLimit}); err != nil {
 		return err
 	}
-	a.crawler = events.NewCrawler(events.CrawlerConfig{Hostname: cfg.Hostname, URLs: cfg.Crawlers, Log: a.log})
+	crawlCfg := events.CrawlerConfig{Hostname: cfg.Hostname, URLs: cfg.Crawlers, Log: a.log}
+	if cfg.Dial != nil {
+		crawlCfg.HTTP = httpClientWith(cfg.Dial, 30*time.Second)
+	}
+	a.crawler = events.NewCrawler(crawlCfg)
 	if a.events, err = events.New(a.db, events.Config{Retention: cfg.EventRetention, Log: a.log, OnPublish: a.crawler.Notify}); err != nil {
 		return err
 	}
-	plc := &identity.PLCClient{URL: cfg.PLCURL, HTTP: &http.Client{Timeout: 15 * time.Second}}
+	plc := &identity.PLCClient{URL: cfg.PLCURL, HTTP: &http.Client{Timeout: 15 * time.Second, Transport: refusePublicPLC(cfg, http.DefaultTransport)}}
 	resolver := &identity.Resolver{PLC: plc, HTTP: identity.NewSafeClient(15*time.Second, cfg.AllowPrivateUpstreams)}
+	if cfg.Dial != nil {
+		plc.HTTP = httpClientWith(cfg.Dial, 15*time.Second)
+		resolver.HTTP = httpClientWith(cfg.Dial, 15*time.Second)
+		resolver.DNS = resolverWith(cfg.Dial)
+	}
 	a.resolver = resolver
 	a.accounts, err = account.Open(ctx, a.db, a.auth, a.blobs, account.Config{
 		DataDir:        cfg.DataDir,

@@ -50,6 +50,11 @@ type config struct {
 	// X-Forwarded-For; nil means the API's defaults.
 	TrustedProxies []netip.Prefix
 
+	// Dial, if set, opens every outbound connection the server starts
+	// itself (PLC, resolution, DNS, crawl requests); `pds dev` confines
+	// them to loopback. nil means the usual dialers.
+	Dial dialFunc
+
 	// MinLoginDuration is the least time a login takes (0: the auth
 	// default); tests shorten it.
 	MinLoginDuration time.Duration

@@ -25,6 +25,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 0
 	case "serve":
 		return serve(args[1:], stdout, stderr)
+	case "dev":
+		return devCmd(args[1:], stdout, stderr)
 	case "account":
 		return accountCmd(args[1:], stdout, stderr)
 	case "seq":
@@ -43,6 +45,9 @@ func usage(w io.Writer) {
 	fmt.Fprintf(w, `pds %s: a single-user atproto Personal Data Server
 
 Usage:
+  pds dev [--data DIR] [--handle H]
+                 try it: a PDS on http://localhost:2583 with its own PLC
+                 directory and an account, printed; no internet needed
   pds serve [--listen ADDR] [--data DIR]
                  run the server (default 127.0.0.1:2583, data under ./data)
   pds account create --handle H --password P [--email E]
