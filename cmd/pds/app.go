@@ -135,6 +135,7 @@ func (a *app) wire(ctx context.Context) error {
 		Lexicons: cat,
 		Log:      a.log,
 	})
+	a.handler = a.withOps(a.handler)
 	return nil
 }
 

@@ -27,6 +27,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return serve(args[1:], stdout, stderr)
 	case "dev":
 		return devCmd(args[1:], stdout, stderr)
+	case "backup":
+		return backupCmd(args[1:], stdout, stderr)
+	case "restore":
+		return restoreCmd(args[1:], stdout, stderr)
 	case "account":
 		return accountCmd(args[1:], stdout, stderr)
 	case "seq":
@@ -54,6 +58,12 @@ Usage:
                  create the server's one account
   pds account invite
                  print the invite code for creating the account from a client
+  pds backup --out FILE
+                 write a backup archive (database snapshot, keys, blobs),
+                 also while the server runs
+  pds restore FILE [--force] [--relay URL]
+                 restore an archive into an empty data directory; the
+                 firehose resumes above every seq relays may have seen
   pds seq raise N
                  after restoring a backup: make the next firehose seq greater
                  than N (the last seq relays saw), with the server stopped
