@@ -11,3 +11,10 @@ func LastSeqIn(tx *bolt.Tx) int64 {
 	}
 	return int64(b.Sequence())
 }
+
+// Subscribers is the number of consumers following the live stream.
+func (s *Sequencer) Subscribers() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.subs)
+}

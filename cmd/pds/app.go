@@ -41,6 +41,7 @@ type app struct {
 	crawler  *events.Crawler
 	resolver *identity.Resolver // shared by the API and the account
 	handler  http.Handler
+	metrics  *metrics // nil unless enabled
 }
 
 func openApp(ctx context.Context, cfg *config, log *slog.Logger, lockTimeout time.Duration) (*app, error) {
@@ -65,6 +66,9 @@ func openApp(ctx context.Context, cfg *config, log *slog.Logger, lockTimeout tim
 func (a *app) wire(ctx context.Context) error {
 	cfg := a.cfg
 	var err error
+	if cfg.Metrics || cfg.MetricsListen != "" {
+		a.metrics = newMetrics(a)
+	}
 	if a.auth, err = auth.New(a.db, auth.Config{JWTSecret: cfg.JWTSecret, ServiceDID: cfg.ServiceDID, MinLoginDuration: cfg.MinLoginDuration, Now: cfg.Now}); err != nil {
 		return err
 	}
@@ -76,7 +80,7 @@ func (a *app) wire(ctx context.Context) error {
 		crawlCfg.HTTP = httpClientWith(cfg.Dial, 30*time.Second)
 	}
 	a.crawler = events.NewCrawler(crawlCfg)
-	if a.events, err = events.New(a.db, events.Config{Retention: cfg.EventRetention, Log: a.log, OnPublish: a.crawler.Notify}); err != nil {
+	if a.events, err = events.New(a.db, events.Config{Retention: cfg.EventRetention, Log: a.log, OnPublish: a.onPublish}); err != nil {
 		return err
 	}
 	plc := &identity.PLCClient{URL: cfg.PLCURL, HTTP: &http.Client{Timeout: 15 * time.Second, Transport: refusePublicPLC(cfg, http.DefaultTransport)}}

@@ -50,6 +50,13 @@ type config struct {
 	// X-Forwarded-For; nil means the API's defaults.
 	TrustedProxies []netip.Prefix
 
+	// Metrics serves Prometheus metrics at /metrics behind the admin
+	// password (PDS_METRICS=true); MetricsListen serves them, without a
+	// password, on a separate address (PDS_METRICS_LISTEN, e.g. a private
+	// interface). Both off by default.
+	Metrics       bool
+	MetricsListen string
+
 	// Dial, if set, opens every outbound connection the server starts
 	// itself (PLC, resolution, DNS, crawl requests); `pds dev` confines
 	// them to loopback. nil means the usual dialers.
@@ -163,6 +170,12 @@ func loadConfig(getenv env, listenFlag, dataFlag string) (*config, error) {
 		}
 	}
 	c.AllowPrivateUpstreams = getenv.str("PDS_DEV_ALLOW_PRIVATE_UPSTREAMS", "") == "true"
+	c.Metrics = getenv.str("PDS_METRICS", "") == "true"
+	if c.MetricsListen = getenv.str("PDS_METRICS_LISTEN", ""); c.MetricsListen != "" {
+		if _, _, err := net.SplitHostPort(c.MetricsListen); err != nil {
+			return nil, fmt.Errorf("PDS_METRICS_LISTEN %q is not host:port: %w", c.MetricsListen, err)
+		}
+	}
 	for _, v := range strings.Split(getenv.str("PDS_TRUSTED_PROXIES", ""), ",") {
 		if v = strings.TrimSpace(v); v == "" {
 			continue

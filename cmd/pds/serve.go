@@ -69,6 +69,10 @@ func serve(args []string, stdout, stderr io.Writer) int {
 	go a.blobs.RunGC(ctx, 10*time.Minute, log)
 	go a.events.RunPrune(ctx.Done(), time.Hour)
 	go a.crawler.Run(ctx)
+	if err := a.serveMetricsListener(ctx); err != nil {
+		fmt.Fprintf(stderr, "pds: %v\n", err)
+		return 1
+	}
 	go trimLoop(ctx, a, 2*time.Second)
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
