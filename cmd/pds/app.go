@@ -42,6 +42,10 @@ type app struct {
 	resolver *identity.Resolver // shared by the API and the account
 	handler  http.Handler
 	metrics  *metrics // nil unless enabled
+	// probe reaches the network for status checks; statusCache keeps the
+	// last report for the public page.
+	probe       *statusProbe
+	statusCache statusCache
 }
 
 func openApp(ctx context.Context, cfg *config, log *slog.Logger, lockTimeout time.Duration) (*app, error) {
@@ -139,6 +143,7 @@ func (a *app) wire(ctx context.Context) error {
 		Lexicons: cat,
 		Log:      a.log,
 	})
+	a.probe = defaultStatusProbe(cfg)
 	a.handler = a.withOps(a.handler)
 	return nil
 }

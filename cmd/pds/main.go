@@ -27,6 +27,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return serve(args[1:], stdout, stderr)
 	case "dev":
 		return devCmd(args[1:], stdout, stderr)
+	case "status":
+		return statusCmd(args[1:], stdout, stderr)
 	case "backup":
 		return backupCmd(args[1:], stdout, stderr)
 	case "restore":
@@ -58,6 +60,9 @@ Usage:
                  create the server's one account
   pds account invite
                  print the invite code for creating the account from a client
+  pds status [--json]
+                 ask the running server what is wrong: handle, DID document,
+                 HTTPS, relays, disk, firehose; each failure with its fix
   pds backup --out FILE
                  write a backup archive (database snapshot, keys, blobs),
                  also while the server runs

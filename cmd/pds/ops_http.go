@@ -21,11 +21,13 @@ const opsPrefix = "/_pds/"
 func (a *app) withOps(next http.Handler) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("GET "+opsPrefix+"backup", a.requireAdmin(http.HandlerFunc(a.serveBackup)))
+	mux.Handle("GET "+opsPrefix+"status", a.requireAdmin(http.HandlerFunc(a.serveStatusJSON)))
+	mux.Handle("GET /{$}", http.HandlerFunc(a.serveStatusPage))
 	if a.metrics != nil && a.cfg.Metrics {
 		mux.Handle("GET /metrics", a.requireAdmin(a.metrics.handler()))
 	}
 	h := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if strings.HasPrefix(r.URL.Path, opsPrefix) || r.URL.Path == "/metrics" {
+		if strings.HasPrefix(r.URL.Path, opsPrefix) || r.URL.Path == "/metrics" || r.URL.Path == "/" {
 			mux.ServeHTTP(w, r)
 			return
 		}
