@@ -123,4 +123,3 @@ func printStatus(w io.Writer, rep *statusReport) {
 		}
 	}
 }
-
