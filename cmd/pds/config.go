@@ -2,6 +2,7 @@ package main
 
 import (
 	"crypto/rand"
+	"crypto/x509"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -49,6 +50,18 @@ type config struct {
 	// TrustedProxies (PDS_TRUSTED_PROXIES, CIDRs) may name the client in
 	// X-Forwarded-For; nil means the API's defaults.
 	TrustedProxies []netip.Prefix
+
+	// TLS is "" (plain HTTP on Listen, behind a proxy) or "autocert"
+	// (PDS_TLS): HTTPS on HTTPSAddr (PDS_TLS_HTTPS_ADDRESS, default :443)
+	// with ACME certificates cached in the data directory, and HTTPAddr
+	// (PDS_TLS_HTTP_ADDRESS, default :80) answering challenges and
+	// redirecting to HTTPS. ACMEDirectory (PDS_ACME_DIRECTORY_URL) defaults
+	// to Let's Encrypt; ACMERootCAs (PDS_ACME_CA_CERT, a PEM file) is for a
+	// private ACME server.
+	TLS                 string
+	HTTPSAddr, HTTPAddr string
+	ACMEDirectory       string
+	ACMERootCAs         *x509.CertPool
 
 	// Metrics serves Prometheus metrics at /metrics behind the admin
 	// password (PDS_METRICS=true); MetricsListen serves them, without a
@@ -170,6 +183,36 @@ func loadConfig(getenv env, listenFlag, dataFlag string) (*config, error) {
 		}
 	}
 	c.AllowPrivateUpstreams = getenv.str("PDS_DEV_ALLOW_PRIVATE_UPSTREAMS", "") == "true"
+	switch c.TLS = getenv.str("PDS_TLS", ""); c.TLS {
+	case "", "off":
+		c.TLS = ""
+	case "autocert":
+		if c.Hostname == "localhost" && getenv.str("PDS_ACME_DIRECTORY_URL", "") == "" {
+			return nil, fmt.Errorf("PDS_TLS=autocert needs PDS_HOSTNAME set to the server's public DNS name")
+		}
+		c.HTTPSAddr = getenv.str("PDS_TLS_HTTPS_ADDRESS", ":443")
+		c.HTTPAddr = getenv.str("PDS_TLS_HTTP_ADDRESS", ":80")
+		c.ACMEDirectory = getenv.str("PDS_ACME_DIRECTORY_URL", "")
+		if f := getenv.str("PDS_ACME_CA_CERT", ""); f != "" {
+			pool, err := loadCAFile(f)
+			if err != nil {
+				return nil, fmt.Errorf("PDS_ACME_CA_CERT: %w", err)
+			}
+			c.ACMERootCAs = pool
+		}
+		if _, port, err := net.SplitHostPort(c.HTTPSAddr); err != nil {
+			return nil, fmt.Errorf("PDS_TLS_HTTPS_ADDRESS %q is not host:port: %w", c.HTTPSAddr, err)
+		} else if c.Hostname != "localhost" {
+			c.PublicURL = "https://" + c.Hostname
+			if port != "443" {
+				c.PublicURL += ":" + port
+			}
+		} else {
+			c.PublicURL = "https://localhost:" + port
+		}
+	default:
+		return nil, fmt.Errorf("PDS_TLS must be autocert or empty, not %q", c.TLS)
+	}
 	c.Metrics = getenv.str("PDS_METRICS", "") == "true"
 	if c.MetricsListen = getenv.str("PDS_METRICS_LISTEN", ""); c.MetricsListen != "" {
 		if _, _, err := net.SplitHostPort(c.MetricsListen); err != nil {
