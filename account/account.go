@@ -122,7 +122,18 @@ func Open(ctx context.Context, db *bolt.DB, a *auth.Store, blobs *blobstore.Stor
 
 // beforeCommit keeps blob references in the repository's transaction, so a
 // record never points at a blob the store may collect.
+//
+// It is also the one home of "no writes while not active": the status is
+// read in the commit's own transaction, so no write slips past a
+// concurrent Deactivate or Takedown.
 func (s *Service) beforeCommit(tx *bolt.Tx, c *repo.Commit) error {
+	action := ActionWrite
+	if c.Sync {
+		action = ActionImport
+	}
+	if err := statusTx(tx).Allows(action); err != nil {
+		return err
+	}
 	if c.Sync {
 		// An imported repository: its blobs arrive after it (migration),
 		// so references are not checked here; announce the new state.
@@ -229,8 +240,8 @@ func (s *Service) Create(ctx context.Context, p CreateParams) (*auth.Account, *r
 	if p.Email != "" && (len(p.Email) > 254 || !strings.Contains(p.Email, "@")) {
 		return nil, nil, ErrInvalidEmail
 	}
-	if len(p.Password) == 0 || len(p.Password) > 256 {
-		return nil, nil, auth.ErrInvalidPassword
+	if err := auth.ValidatePassword(p.Password); err != nil {
+		return nil, nil, err
 	}
 	key, err := atcrypto.GeneratePrivateKeyK256()
 	if err != nil {
