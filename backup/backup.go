@@ -89,8 +89,10 @@ type Source struct {
 	// Describe fills the manifest's DID, head and seq from the snapshot's
 	// read transaction, and lists its blobs.
 	Describe func(tx *bolt.Tx, m *Manifest) ([]Blob, error)
-	// BlobPath returns the file holding the blob with CID string c.
-	BlobPath func(c string) string
+	// OpenBlob opens the bytes of the blob with CID string c, wherever
+	// they live (disk or S3), with their size; os.ErrNotExist (wrapped)
+	// when they are gone.
+	OpenBlob func(ctx context.Context, c string) (io.ReadCloser, int64, error)
 	// Keys maps an archive key name (e.g. "jwt-secret") to its file; files
 	// that do not exist (secrets given by the environment) are skipped.
 	Keys    map[string]string
@@ -145,7 +147,7 @@ func Write(ctx context.Context, w io.Writer, src Source) (*Manifest, error) {
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
-		ok, err := copyBlob(tw, src.BlobPath(b.CID), b, m.Created)
+		ok, err := copyBlob(ctx, tw, src, b, m.Created)
 		if err != nil {
 			return nil, fmt.Errorf("backup: blob %s: %w", b.CID, err)
 		}
@@ -184,8 +186,8 @@ func writeFile(tw *tar.Writer, name string, b []byte, t time.Time) error {
 }
 
 // copyBlob archives one blob file; false when the file is gone.
-func copyBlob(tw *tar.Writer, path string, b Blob, t time.Time) (bool, error) {
-	f, err := os.Open(path)
+func copyBlob(ctx context.Context, tw *tar.Writer, src Source, b Blob, t time.Time) (bool, error) {
+	f, size, err := src.OpenBlob(ctx, b.CID)
 	if errors.Is(err, os.ErrNotExist) {
 		return false, nil
 	}
@@ -193,18 +195,14 @@ func copyBlob(tw *tar.Writer, path string, b Blob, t time.Time) (bool, error) {
 		return false, err
 	}
 	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return false, err
-	}
-	if fi.Size() != b.Size {
-		return false, fmt.Errorf("file has %d bytes, the database says %d", fi.Size(), b.Size)
+	if size != b.Size {
+		return false, fmt.Errorf("blob has %d bytes, the database says %d", size, b.Size)
 	}
 	if err := tw.WriteHeader(fileHeader(blobsPrefix+b.CID, b.Size, t)); err != nil {
 		return false, err
 	}
-	if _, err := io.Copy(tw, f); err != nil {
-		return false, err
+	if n, err := io.Copy(tw, f); err != nil || n != size {
+		return false, fmt.Errorf("copied %d of %d bytes: %w", n, size, err)
 	}
 	return true, nil
 }

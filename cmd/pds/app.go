@@ -19,6 +19,7 @@ import (
 	"github.com/pdsbox/pds/events"
 	"github.com/pdsbox/pds/identity"
 	"github.com/pdsbox/pds/lexicons"
+	"github.com/pdsbox/pds/s3store"
 	bolt "go.etcd.io/bbolt"
 	bolterrors "go.etcd.io/bbolt/errors"
 )
@@ -76,7 +77,15 @@ func (a *app) wire(ctx context.Context) error {
 	if a.auth, err = auth.New(a.db, auth.Config{JWTSecret: cfg.JWTSecret, ServiceDID: cfg.ServiceDID, MinLoginDuration: cfg.MinLoginDuration, Now: cfg.Now}); err != nil {
 		return err
 	}
-	if a.blobs, err = blobstore.New(a.db, blobstore.Config{Dir: cfg.BlobDir, MaxSize: cfg.BlobLimit}); err != nil {
+	blobCfg := blobstore.Config{Dir: cfg.BlobDir, MaxSize: cfg.BlobLimit}
+	if cfg.S3 != nil {
+		st, err := s3store.New(*cfg.S3)
+		if err != nil {
+			return err
+		}
+		blobCfg.Remote = st
+	}
+	if a.blobs, err = blobstore.New(a.db, blobCfg); err != nil {
 		return err
 	}
 	crawlCfg := events.CrawlerConfig{Hostname: cfg.Hostname, URLs: cfg.Crawlers, Log: a.log}

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ipfs/go-cid"
 	"github.com/pdsbox/pds/account"
 	"github.com/pdsbox/pds/backup"
 	"github.com/pdsbox/pds/blobstore"
@@ -60,7 +61,20 @@ func (a *app) backupSource() backup.Source {
 			}
 			return out, nil
 		},
-		BlobPath: func(c string) string { return blobstore.FilePath(a.cfg.BlobDir, c) },
+		OpenBlob: func(ctx context.Context, c string) (io.ReadCloser, int64, error) {
+			id, err := cid.Decode(c)
+			if err != nil {
+				return nil, 0, err
+			}
+			rc, info, err := a.blobs.Open(ctx, id)
+			if errors.Is(err, blobstore.ErrNotFound) {
+				return nil, 0, fmt.Errorf("%s: %w", c, os.ErrNotExist)
+			}
+			if err != nil {
+				return nil, 0, err
+			}
+			return rc, info.Size, nil
+		},
 		Keys:     keyFiles(a.cfg.DataDir),
 		Version:  version,
 	}

@@ -18,6 +18,7 @@ import (
 
 	"github.com/bluesky-social/indigo/atproto/atcrypto"
 	"github.com/bluesky-social/indigo/atproto/syntax"
+	"github.com/pdsbox/pds/s3store"
 )
 
 // config is the whole server configuration, read once from the environment
@@ -62,6 +63,10 @@ type config struct {
 	HTTPSAddr, HTTPAddr string
 	ACMEDirectory       string
 	ACMERootCAs         *x509.CertPool
+
+	// S3, when PDS_BLOBSTORE_S3_BUCKET is set, keeps blob bytes in an
+	// S3-compatible bucket (the reference's PDS_BLOBSTORE_S3_* names).
+	S3 *s3store.Config
 
 	// Metrics serves Prometheus metrics at /metrics behind the admin
 	// password (PDS_METRICS=true); MetricsListen serves them, without a
@@ -212,6 +217,28 @@ func loadConfig(getenv env, listenFlag, dataFlag string) (*config, error) {
 		}
 	default:
 		return nil, fmt.Errorf("PDS_TLS must be autocert or empty, not %q", c.TLS)
+	}
+	if b := getenv.str("PDS_BLOBSTORE_S3_BUCKET", ""); b != "" {
+		c.S3 = &s3store.Config{
+			Bucket:          b,
+			Region:          getenv.str("PDS_BLOBSTORE_S3_REGION", "us-east-1"),
+			Endpoint:        getenv.str("PDS_BLOBSTORE_S3_ENDPOINT", ""),
+			ForcePathStyle:  getenv.str("PDS_BLOBSTORE_S3_FORCE_PATH_STYLE", "") == "true",
+			AccessKeyID:     getenv.str("PDS_BLOBSTORE_S3_ACCESS_KEY_ID", ""),
+			SecretAccessKey: getenv.str("PDS_BLOBSTORE_S3_SECRET_ACCESS_KEY", ""),
+		}
+		if c.S3.Endpoint != "" {
+			if u, err := url.Parse(c.S3.Endpoint); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+				return nil, fmt.Errorf("PDS_BLOBSTORE_S3_ENDPOINT %q is not an http(s) URL", c.S3.Endpoint)
+			}
+		}
+		if v := getenv.str("PDS_BLOBSTORE_S3_UPLOAD_TIMEOUT_MS", ""); v != "" {
+			ms, err := strconv.Atoi(v)
+			if err != nil || ms <= 0 {
+				return nil, fmt.Errorf("PDS_BLOBSTORE_S3_UPLOAD_TIMEOUT_MS %q is not a positive number", v)
+			}
+			c.S3.UploadTimeout = time.Duration(ms) * time.Millisecond
+		}
 	}
 	c.Metrics = getenv.str("PDS_METRICS", "") == "true"
 	if c.MetricsListen = getenv.str("PDS_METRICS_LISTEN", ""); c.MetricsListen != "" {

@@ -51,6 +51,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return serve(args[1:], stdout, stderr)
 	case "dev":
 		return devCmd(args[1:], stdout, stderr)
+	case "blobs":
+		return blobsCmd(args[1:], stdout, stderr)
 	case "healthcheck":
 		return healthcheckCmd(args[1:], stdout, stderr)
 	case "status":
@@ -95,6 +97,9 @@ Usage:
   pds restore FILE [--force] [--relay URL]
                  restore an archive into an empty data directory; the
                  firehose resumes above every seq relays may have seen
+  pds blobs migrate --to s3 [--delete]
+                 copy the disk blobs to PDS_BLOBSTORE_S3_BUCKET, verified
+                 against their CIDs (server stopped)
   pds seq raise N
                  after restoring a backup: make the next firehose seq greater
                  than N (the last seq relays saw), with the server stopped

@@ -159,6 +159,9 @@ func restore(ctx context.Context, getenv env, file, dataFlag string, force bool,
 		fmt.Fprintf(stdout, ", above %s's cursor", relay)
 	}
 	fmt.Fprintln(stdout, ") with a #sync of the head;\nstart the server: it sends requestCrawl to PDS_CRAWLERS at startup")
+	if cfg.S3 != nil {
+		fmt.Fprintln(stdout, "the blobs were restored to the local folder: run `pds blobs migrate --to s3 --delete` before starting")
+	}
 	return nil
 }
 
