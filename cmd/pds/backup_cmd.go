@@ -75,8 +75,8 @@ func (a *app) backupSource() backup.Source {
 			}
 			return rc, info.Size, nil
 		},
-		Keys:     keyFiles(a.cfg.DataDir),
-		Version:  version,
+		Keys:    keyFiles(a.cfg.DataDir),
+		Version: version,
 	}
 }
 
