@@ -46,9 +46,8 @@ const (
 
 // Errors of backup and restore.
 var (
-	ErrNotEmpty  = errors.New("the data directory is not empty")
-	ErrBadFormat = errors.New("not a pds backup, or a damaged one")
-	ErrChecksum  = errors.New("checksum mismatch")
+	errBadFormat = errors.New("not a pds backup, or a damaged one")
+	errChecksum  = errors.New("checksum mismatch")
 )
 
 // FileSum is the size and sha256 of one archived file.

@@ -61,13 +61,13 @@ func Restore(ctx context.Context, r io.Reader, dst Dest) (*Manifest, error) {
 			break
 		}
 		if err != nil {
-			return nil, fmt.Errorf("%w: %w", ErrBadFormat, err)
+			return nil, fmt.Errorf("%w: %w", errBadFormat, err)
 		}
 		if hdr.Typeflag != tar.TypeReg || hdr.Size < 0 {
-			return nil, fmt.Errorf("%w: entry %q is not a regular file", ErrBadFormat, hdr.Name)
+			return nil, fmt.Errorf("%w: entry %q is not a regular file", errBadFormat, hdr.Name)
 		}
 		if sawName[hdr.Name] {
-			return nil, fmt.Errorf("%w: entry %q appears twice", ErrBadFormat, hdr.Name)
+			return nil, fmt.Errorf("%w: entry %q appears twice", errBadFormat, hdr.Name)
 		}
 		sawName[hdr.Name] = true
 		switch name := hdr.Name; {
@@ -84,12 +84,12 @@ func Restore(ctx context.Context, r io.Reader, dst Dest) (*Manifest, error) {
 			}
 			m = &Manifest{}
 			if err := json.Unmarshal(b, m); err != nil {
-				return nil, fmt.Errorf("%w: manifest: %w", ErrBadFormat, err)
+				return nil, fmt.Errorf("%w: manifest: %w", errBadFormat, err)
 			}
 		case strings.HasPrefix(name, keysPrefix):
 			k := strings.TrimPrefix(name, keysPrefix)
 			if _, ok := dst.Keys[k]; !ok {
-				return nil, fmt.Errorf("%w: unknown key file %q", ErrBadFormat, k)
+				return nil, fmt.Errorf("%w: unknown key file %q", errBadFormat, k)
 			}
 			b, err := readSmall(tr, hdr.Size, maxKeySize)
 			if err != nil {
@@ -99,11 +99,11 @@ func Restore(ctx context.Context, r io.Reader, dst Dest) (*Manifest, error) {
 		case strings.HasPrefix(name, blobsPrefix):
 			c, err := cid.Decode(strings.TrimPrefix(name, blobsPrefix))
 			if err != nil || c.String() != strings.TrimPrefix(name, blobsPrefix) {
-				return nil, fmt.Errorf("%w: blob entry %q is not named by its CID", ErrBadFormat, name)
+				return nil, fmt.Errorf("%w: blob entry %q is not named by its CID", errBadFormat, name)
 			}
 			dm, err := multihash.Decode(c.Hash())
 			if err != nil || dm.Code != multihash.SHA2_256 {
-				return nil, fmt.Errorf("%w: blob %s is not sha2-256", ErrBadFormat, c)
+				return nil, fmt.Errorf("%w: blob %s is not sha2-256", errBadFormat, c)
 			}
 			path := dst.BlobPath(c.String())
 			if _, err := writeChecked(tr, path+".restoring", hdr.Size, dm.Digest); err != nil {
@@ -114,28 +114,28 @@ func Restore(ctx context.Context, r io.Reader, dst Dest) (*Manifest, error) {
 			}
 			blobs[c.String()] = true
 		default:
-			return nil, fmt.Errorf("%w: unexpected entry %q", ErrBadFormat, name)
+			return nil, fmt.Errorf("%w: unexpected entry %q", errBadFormat, name)
 		}
 	}
 	if m == nil || m.Format != Format {
-		return nil, fmt.Errorf("%w: no manifest of format %d", ErrBadFormat, Format)
+		return nil, fmt.Errorf("%w: no manifest of format %d", errBadFormat, Format)
 	}
 	if dbSum == nil || m.Files[DBName] != *dbSum {
-		return nil, fmt.Errorf("%w: the database does not match the manifest", ErrChecksum)
+		return nil, fmt.Errorf("%w: the database does not match the manifest", errChecksum)
 	}
 	for k, b := range keys {
 		sum := sha256.Sum256(b)
 		if m.Files[keysPrefix+k] != (FileSum{Size: int64(len(b)), SHA256: hex.EncodeToString(sum[:])}) {
-			return nil, fmt.Errorf("%w: key %s", ErrChecksum, k)
+			return nil, fmt.Errorf("%w: key %s", errChecksum, k)
 		}
 	}
 	for name := range m.Files {
 		if k, ok := strings.CutPrefix(name, keysPrefix); ok && keys[k] == nil {
-			return nil, fmt.Errorf("%w: key %s is missing", ErrBadFormat, k)
+			return nil, fmt.Errorf("%w: key %s is missing", errBadFormat, k)
 		}
 	}
 	if len(blobs) != m.BlobCount {
-		return nil, fmt.Errorf("%w: %d blobs, the manifest lists %d", ErrBadFormat, len(blobs), m.BlobCount)
+		return nil, fmt.Errorf("%w: %d blobs, the manifest lists %d", errBadFormat, len(blobs), m.BlobCount)
 	}
 	for k, b := range keys {
 		path := dst.Keys[k]
@@ -172,14 +172,14 @@ func writeChecked(r io.Reader, path string, size int64, want []byte) (*FileSum, 
 	h := sha256.New()
 	n, err := io.Copy(io.MultiWriter(f, h), io.LimitReader(r, size))
 	if err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrBadFormat, err)
+		return nil, fmt.Errorf("%w: %w", errBadFormat, err)
 	}
 	if n != size {
-		return nil, fmt.Errorf("%w: truncated entry (%d of %d bytes)", ErrBadFormat, n, size)
+		return nil, fmt.Errorf("%w: truncated entry (%d of %d bytes)", errBadFormat, n, size)
 	}
 	sum := h.Sum(nil)
 	if want != nil && !bytes.Equal(sum, want) {
-		return nil, fmt.Errorf("%w: content does not match its CID", ErrChecksum)
+		return nil, fmt.Errorf("%w: content does not match its CID", errChecksum)
 	}
 	if err := f.Sync(); err != nil {
 		return nil, err
@@ -193,11 +193,11 @@ func writeChecked(r io.Reader, path string, size int64, want []byte) (*FileSum, 
 
 func readSmall(r io.Reader, size, limit int64) ([]byte, error) {
 	if size > limit {
-		return nil, fmt.Errorf("%w: entry of %d bytes (at most %d)", ErrBadFormat, size, limit)
+		return nil, fmt.Errorf("%w: entry of %d bytes (at most %d)", errBadFormat, size, limit)
 	}
 	b := make([]byte, size)
 	if _, err := io.ReadFull(r, b); err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrBadFormat, err)
+		return nil, fmt.Errorf("%w: %w", errBadFormat, err)
 	}
 	return b, nil
 }

@@ -70,8 +70,8 @@ func TestRestoreRefusesHostileEntries(t *testing.T) {
 			if err == nil {
 				t.Fatal("accepted")
 			}
-			if !errors.Is(err, ErrBadFormat) && !errors.Is(err, ErrChecksum) {
-				t.Fatalf("error %v is neither ErrBadFormat nor ErrChecksum", err)
+			if !errors.Is(err, errBadFormat) && !errors.Is(err, errChecksum) {
+				t.Fatalf("error %v is neither errBadFormat nor errChecksum", err)
 			}
 			if _, err := os.Stat(filepath.Join(root, "evil")); err == nil {
 				t.Fatal("wrote outside the destination")

@@ -38,12 +38,12 @@ const maxLogLen = 1000
 
 // Errors a submission can fail with; the HTTP API answers 400 with the message.
 var (
-	ErrInvalidOp    = errors.New("invalid operation")
-	ErrNotGenesis   = errors.New("the first operation of a DID must be its genesis")
-	ErrFork         = errors.New("prev is not the newest operation (forks are not supported here)")
-	ErrNotFound     = errors.New("DID not registered")
-	ErrTombstoned   = errors.New("DID not available (tombstoned)")
-	ErrLogTooLong   = errors.New("too many operations for this DID")
+	errInvalidOp    = errors.New("invalid operation")
+	errNotGenesis   = errors.New("the first operation of a DID must be its genesis")
+	errFork         = errors.New("prev is not the newest operation (forks are not supported here)")
+	errNotFound     = errors.New("DID not registered")
+	errTombstoned   = errors.New("DID not available (tombstoned)")
+	errLogTooLong   = errors.New("too many operations for this DID")
 	errDIDMismatch  = errors.New("the DID does not match the genesis operation")
 	errUnsupportedT = errors.New("legacy \"create\" operations are not accepted")
 )
@@ -85,18 +85,18 @@ func readLog(tx *bolt.Tx, did string) ([]didplc.LogEntry, error) {
 // Submit validates op as the next operation of did and appends it.
 func (d *Directory) Submit(did string, op didplc.OpEnum) error {
 	if _, err := syntax.ParseDID(did); err != nil || !strings.HasPrefix(did, "did:plc:") {
-		return fmt.Errorf("%w: %q is not a did:plc", ErrInvalidOp, did)
+		return fmt.Errorf("%w: %q is not a did:plc", errInvalidOp, did)
 	}
 	o := op.AsOperation()
 	if o == nil {
-		return fmt.Errorf("%w: empty operation", ErrInvalidOp)
+		return fmt.Errorf("%w: empty operation", errInvalidOp)
 	}
 	if op.Legacy != nil {
-		return fmt.Errorf("%w: %w", ErrInvalidOp, errUnsupportedT)
+		return fmt.Errorf("%w: %w", errInvalidOp, errUnsupportedT)
 	}
 	if op.Regular != nil {
 		if _, err := op.Regular.Doc(did); err != nil {
-			return fmt.Errorf("%w: %w", ErrInvalidOp, err)
+			return fmt.Errorf("%w: %w", errInvalidOp, err)
 		}
 	}
 	return d.db.Update(func(tx *bolt.Tx) error {
@@ -106,19 +106,19 @@ func (d *Directory) Submit(did string, op didplc.OpEnum) error {
 		}
 		switch {
 		case len(entries) == 0 && !o.IsGenesis():
-			return ErrNotGenesis
+			return errNotGenesis
 		case len(entries) == 0:
 			computed, err := o.DID()
 			if err != nil {
-				return fmt.Errorf("%w: %w", ErrInvalidOp, err)
+				return fmt.Errorf("%w: %w", errInvalidOp, err)
 			}
 			if computed != did {
-				return fmt.Errorf("%w: %w (%s)", ErrInvalidOp, errDIDMismatch, computed)
+				return fmt.Errorf("%w: %w (%s)", errInvalidOp, errDIDMismatch, computed)
 			}
 		case len(entries) >= maxLogLen:
-			return ErrLogTooLong
+			return errLogTooLong
 		case o.PrevCIDStr() != entries[len(entries)-1].CID:
-			return ErrFork
+			return errFork
 		}
 		entry := didplc.LogEntry{
 			DID:       did,
@@ -128,7 +128,7 @@ func (d *Directory) Submit(did string, op didplc.OpEnum) error {
 		}
 		entries = append(entries, entry)
 		if err := didplc.VerifyOpLog(entries); err != nil {
-			return fmt.Errorf("%w: %w", ErrInvalidOp, err)
+			return fmt.Errorf("%w: %w", errInvalidOp, err)
 		}
 		v, err := json.Marshal(entries)
 		if err != nil {
@@ -139,7 +139,7 @@ func (d *Directory) Submit(did string, op didplc.OpEnum) error {
 }
 
 // AuditLog returns every operation of did with its CID and time, oldest
-// first; ErrNotFound when the DID is unknown.
+// first; errNotFound when the DID is unknown.
 func (d *Directory) AuditLog(did string) ([]didplc.LogEntry, error) {
 	var entries []didplc.LogEntry
 	err := d.db.View(func(tx *bolt.Tx) error {
@@ -151,7 +151,7 @@ func (d *Directory) AuditLog(did string) ([]didplc.LogEntry, error) {
 		return nil, err
 	}
 	if len(entries) == 0 {
-		return nil, fmt.Errorf("%w: %s", ErrNotFound, did)
+		return nil, fmt.Errorf("%w: %s", errNotFound, did)
 	}
 	return entries, nil
 }
@@ -168,8 +168,8 @@ var docContext = []string{
 	"https://w3id.org/security/suites/secp256k1-2019/v1",
 }
 
-// Resolve returns the current DID document of did: ErrNotFound when the DID
-// is unknown, ErrTombstoned when it was deleted.
+// Resolve returns the current DID document of did: errNotFound when the DID
+// is unknown, errTombstoned when it was deleted.
 func (d *Directory) Resolve(did string) (*Doc, error) {
 	last, err := d.last(did)
 	if err != nil {
@@ -189,7 +189,7 @@ func (d *Directory) last(did string) (*didplc.LogEntry, error) {
 	}
 	last := entries[len(entries)-1]
 	if last.Operation.Tombstone != nil {
-		return nil, fmt.Errorf("%w: %s", ErrTombstoned, did)
+		return nil, fmt.Errorf("%w: %s", errTombstoned, did)
 	}
 	return &last, nil
 }
@@ -219,11 +219,11 @@ func writeJSON(w http.ResponseWriter, status int, ctype string, v any) {
 func fail(w http.ResponseWriter, err error) {
 	status := http.StatusBadRequest
 	switch {
-	case errors.Is(err, ErrNotFound):
+	case errors.Is(err, errNotFound):
 		status = http.StatusNotFound
-	case errors.Is(err, ErrTombstoned):
+	case errors.Is(err, errTombstoned):
 		status = http.StatusGone
-	case errors.Is(err, ErrInvalidOp), errors.Is(err, ErrNotGenesis), errors.Is(err, ErrFork), errors.Is(err, ErrLogTooLong):
+	case errors.Is(err, errInvalidOp), errors.Is(err, errNotGenesis), errors.Is(err, errFork), errors.Is(err, errLogTooLong):
 	default:
 		status = http.StatusInternalServerError
 	}
@@ -238,19 +238,19 @@ func (d *Directory) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	did, tail, _ := strings.Cut(path, "/")
 	if _, err := syntax.ParseDID(did); err != nil || !strings.HasPrefix(did, "did:plc:") {
-		fail(w, fmt.Errorf("%w: %q", ErrNotFound, did))
+		fail(w, fmt.Errorf("%w: %q", errNotFound, did))
 		return
 	}
 	switch {
 	case r.Method == http.MethodPost && tail == "":
 		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxOpSize))
 		if err != nil {
-			fail(w, fmt.Errorf("%w: reading the body: %w", ErrInvalidOp, err))
+			fail(w, fmt.Errorf("%w: reading the body: %w", errInvalidOp, err))
 			return
 		}
 		var op didplc.OpEnum
 		if err := json.Unmarshal(body, &op); err != nil {
-			fail(w, fmt.Errorf("%w: %w", ErrInvalidOp, err))
+			fail(w, fmt.Errorf("%w: %w", errInvalidOp, err))
 			return
 		}
 		if err := d.Submit(did, op); err != nil {
@@ -312,6 +312,6 @@ func (d *Directory) get(w http.ResponseWriter, did, tail string) {
 			"services":            op.Services,
 		})
 	default:
-		fail(w, fmt.Errorf("%w: no such path", ErrNotFound))
+		fail(w, fmt.Errorf("%w: no such path", errNotFound))
 	}
 }

@@ -182,7 +182,7 @@ func TestHTTPBadInput(t *testing.T) {
 			t.Errorf("%s %s %.20q: %d, want %d", tc.method, tc.path, tc.body, resp.StatusCode, tc.want)
 		}
 	}
-	if _, err := d.AuditLog("did:plc:aaaaaaaaaaaaaaaaaaaaaaaa"); !errors.Is(err, ErrNotFound) {
+	if _, err := d.AuditLog("did:plc:aaaaaaaaaaaaaaaaaaaaaaaa"); !errors.Is(err, errNotFound) {
 		t.Fatalf("bad input stored something: %v", err)
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -19,9 +20,6 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
 	"github.com/aws/smithy-go"
 )
-
-// ErrNotFound: no such object.
-var ErrNotFound = errors.New("s3store: object not found")
 
 // Config is the reference PDS's PDS_BLOBSTORE_S3_* settings.
 type Config struct {
@@ -108,7 +106,8 @@ func (s *Store) Delete(ctx context.Context, key string) error {
 	return nil
 }
 
-// Get returns a reader of the size bytes under key. Nothing is fetched
+// Get returns a reader of the size bytes under key; reading a missing
+// object fails with an error wrapping os.ErrNotExist. Nothing is fetched
 // until the first Read; Seek drops the current response and the next Read
 // asks for the rest from the new offset.
 func (s *Store) Get(ctx context.Context, key string, size int64) (io.ReadSeekCloser, error) {
@@ -142,7 +141,7 @@ func (o *object) Read(p []byte) (int, error) {
 		})
 		if err != nil {
 			if isNotFound(err) {
-				return 0, fmt.Errorf("%w: %s", ErrNotFound, o.key)
+				return 0, fmt.Errorf("s3store: %s: %w", o.key, os.ErrNotExist)
 			}
 			return 0, fmt.Errorf("s3store: get %s: %w", o.key, err)
 		}

@@ -21,6 +21,9 @@ import (
 	bolterrors "go.etcd.io/bbolt/errors"
 )
 
+// errNotEmpty: restore refuses a data directory that holds data.
+var errNotEmpty = errors.New("the data directory is not empty")
+
 // defaultSeqMargin is added to the backup's last seq on restore: events
 // sequenced after the backup was taken are lost with the old server, but
 // relays may have seen them, and a reused seq would be skipped by them.
@@ -85,7 +88,7 @@ func restore(ctx context.Context, getenv env, file, dataFlag string, force bool,
 			return err
 		}
 		if !empty && !force {
-			return fmt.Errorf("%w: %s (restore into an empty one, or pass --force to replace its database, keys and blobs)", backup.ErrNotEmpty, d)
+			return fmt.Errorf("%w: %s (restore into an empty one, or pass --force to replace its database, keys and blobs)", errNotEmpty, d)
 		}
 	}
 	keys := keyFiles(dataDir)

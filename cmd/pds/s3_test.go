@@ -138,7 +138,7 @@ func TestS3Blobs(t *testing.T) {
 	}
 	obj, _ = s3.Get(context.Background(), blobstore.RemoteKey(cidStr), int64(len(body)))
 	_, err = obj.Read(make([]byte, 10))
-	if !errors.Is(err, s3store.ErrNotFound) {
+	if !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("object after GC: %v", err)
 	}
 }
