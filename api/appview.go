@@ -65,7 +65,7 @@ func (s *server) registerPush(w http.ResponseWriter, r *http.Request) {
 		ServiceDID string `json:"serviceDid"`
 	}
 	if err := json.Unmarshal(body, &in); err != nil {
-		writeError(w, r, s.log, invalidRequest("Invalid JSON body: %v", err))
+		writeError(w, r, s.log, describeJSONError(err))
 		return
 	}
 	did, err := syntax.ParseDID(in.ServiceDID)

@@ -130,7 +130,12 @@ func writeError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err er
 	if xe.Status >= 500 {
 		log.ErrorContext(r.Context(), "request failed", "method", r.URL.Path, "status", xe.Status, "err", err)
 	}
-	writeJSON(w, xe.Status, map[string]string{"error": xe.Name, "message": xe.Message})
+	body := map[string]string{"error": xe.Name, "message": xe.Message}
+	if xe.Status == http.StatusRequestEntityTooLarge {
+		answerTooLarge(w, r, xe.Status, body)
+		return
+	}
+	writeJSON(w, xe.Status, body)
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

@@ -75,6 +75,10 @@ func (s *server) requireAuth(need auth.Permission) func(http.Handler) http.Handl
 				w.Header().Set("Cache-Control", "private")
 				w.Header().Add("Vary", "Authorization")
 			}
+			if err := s.paramsAfterAuth(r); err != nil {
+				writeError(w, r, s.log, err)
+				return
+			}
 			next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), principalKey, p)))
 		})
 	}

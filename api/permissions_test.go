@@ -34,6 +34,7 @@ var routePermissions = map[string]string{
 	"POST com.atproto.server.createAppPassword":             "account:manage",
 	"GET com.atproto.server.listAppPasswords":               "account:manage",
 	"POST com.atproto.server.revokeAppPassword":             "account:manage",
+	"POST com.atproto.server.createInviteCode":              "admin",
 	"GET com.atproto.server.getServiceAuth":                 "rpc",
 	"POST com.atproto.repo.createRecord":                    "repo:write",
 	"POST com.atproto.repo.putRecord":                       "repo:write",
@@ -73,6 +74,7 @@ var grants = map[string][]string{
 	"apppass":    {"account:read", "repo:write", "blob:write", "preferences", "rpc"},
 	"privileged": {"account:read", "repo:write", "blob:write", "preferences", "rpc"},
 	"service":    {"blob:write"},
+	"admin":      {"admin"},
 }
 
 // authErrors are the errors of the auth layer; any other answer means the

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -84,7 +85,8 @@ func parseRecord(raw json.RawMessage, coll syntax.NSID) (map[string]any, error) 
 	}
 	rec, err := repo.ParseRecordJSON(raw)
 	if err != nil {
-		return nil, invalidRequest("Invalid record: %v", errors.Unwrap(err))
+		// err is "invalid record: <cause>": say the cause once.
+		return nil, invalidRequest("Invalid record: %s", strings.TrimPrefix(err.Error(), repo.ErrInvalidRecord.Error()+": "))
 	}
 	switch t := rec["$type"].(type) {
 	case nil:
@@ -140,7 +142,10 @@ func (s *server) doCreateRecord(r *http.Request, in *createRecordInput) (map[str
 	if err != nil {
 		return nil, err
 	}
-	rec, status, err := s.prepareRecord(in.Record, t.coll, in.Validate)
+	if err := s.checkRKeyType(t.coll, t.rkey); err != nil {
+		return nil, err
+	}
+	rec, status, err := s.prepareRecord(r.Context(), in.Record, t.coll, in.Validate)
 	if err != nil {
 		return nil, err
 	}
@@ -183,9 +188,12 @@ func (s *server) parseWriteTarget(r *http.Request, repoIdent, coll, rkey, swapCo
 }
 
 // prepareRecord decodes a record and applies the lexicon policy.
-func (s *server) prepareRecord(raw json.RawMessage, coll syntax.NSID, validate *bool) (map[string]any, string, error) {
+func (s *server) prepareRecord(ctx context.Context, raw json.RawMessage, coll syntax.NSID, validate *bool) (map[string]any, string, error) {
 	rec, err := parseRecord(raw, coll)
 	if err != nil {
+		return nil, "", err
+	}
+	if err := s.checkBlobRefs(ctx, raw, rec); err != nil {
 		return nil, "", err
 	}
 	status, err := s.validateRecord(coll, rec, validate)
@@ -219,6 +227,9 @@ func (s *server) doPutRecord(r *http.Request, in *putRecordInput) (map[string]an
 	if err != nil {
 		return nil, err
 	}
+	if err := s.checkRKeyType(t.coll, t.rkey); err != nil {
+		return nil, err
+	}
 	// swapRecord: absent = no check; null = the record must not exist.
 	var swapRecord *cid.Cid
 	mustNotExist := false
@@ -235,7 +246,7 @@ func (s *server) doPutRecord(r *http.Request, in *putRecordInput) (map[string]an
 			}
 		}
 	}
-	rec, status, err := s.prepareRecord(in.Record, t.coll, in.Validate)
+	rec, status, err := s.prepareRecord(r.Context(), in.Record, t.coll, in.Validate)
 	if err != nil {
 		return nil, err
 	}
@@ -328,7 +339,7 @@ func (s *server) doApplyWrites(r *http.Request, in *applyWritesInput) (map[strin
 	for i, raw := range in.Writes {
 		var aw applyWrite
 		if err := json.Unmarshal(raw, &aw); err != nil {
-			return nil, invalidRequest("writes[%d]: %v", i, err)
+			return nil, describeJSONErrorAt(fmt.Sprintf("Input/writes/%d", i), err)
 		}
 		coll, err := parseCollection(aw.Collection)
 		if err != nil {
@@ -357,7 +368,12 @@ func (s *server) doApplyWrites(r *http.Request, in *applyWritesInput) (map[strin
 			}
 		}
 		if wr.Action != repo.ActionDelete {
-			if wr.Record, statuses[i], err = s.prepareRecord(aw.Value, coll, in.Validate); err != nil {
+			if err := s.checkRKeyType(coll, wr.RKey); err != nil {
+				return nil, err
+			}
+		}
+		if wr.Action != repo.ActionDelete {
+			if wr.Record, statuses[i], err = s.prepareRecord(r.Context(), aw.Value, coll, in.Validate); err != nil {
 				return nil, err
 			}
 		}

@@ -83,6 +83,10 @@ type server struct {
 	upstream *http.Client      // proxied calls, behind the SSRF guard
 	local    map[string]string // local XRPC method → its HTTP method
 	mux      http.Handler      // the router, for HEAD of GET routes
+	// operatorUpstream reaches the services the operator configured.
+	operatorUpstream *http.Client
+	// authed: local XRPC methods with a permission to check first.
+	authed map[string]bool
 	// verifiers are asked in order for a request's principal (requireAuth).
 	verifiers []auth.Verifier
 	// subscribers counts open subscribeRepos connections.
@@ -110,6 +114,11 @@ func NewRouter(d Deps) http.Handler {
 		loginIP: d.LoginByIP, loginID: d.LoginByIdentifier, tids: syntax.NewTIDClock(0), resolver: d.Resolver,
 		upstream:    identity.NewSafeClient(0, d.Config.AllowPrivateUpstreams),
 		handleLimit: auth.NewRateLimiter(10, 5*time.Minute, nil)}
+	// What the operator configured is trusted as configured (http, loopback
+	// or a LAN address included); only services learned from DID documents
+	// need the SSRF guard.
+	s.cfg.AppView.operator, s.cfg.ReportService.operator = true, true
+	s.operatorUpstream = identity.NewSafeClient(0, true)
 	if s.loginIP == nil {
 		s.loginIP = auth.NewRateLimiter(30, 5*time.Minute, nil)
 	}
@@ -122,6 +131,7 @@ func NewRouter(d Deps) http.Handler {
 
 	r := chi.NewRouter()
 	r.Use(recoverPanics(s.log), logRequests(s.log), cors)
+	r.Use(s.checkQueryParams)
 
 	r.Get("/", s.landing)
 	r.Get("/robots.txt", s.robots)
@@ -139,6 +149,7 @@ func NewRouter(d Deps) http.Handler {
 	r.With(need(auth.PermAccountManage)).Post("/xrpc/com.atproto.server.createAppPassword", s.createAppPassword)
 	r.With(need(auth.PermAccountManage)).Get("/xrpc/com.atproto.server.listAppPasswords", s.listAppPasswords)
 	r.With(need(auth.PermAccountManage)).Post("/xrpc/com.atproto.server.revokeAppPassword", s.revokeAppPassword)
+	r.With(need(auth.PermAdmin)).Post("/xrpc/com.atproto.server.createInviteCode", s.createInviteCode)
 
 	// com.atproto.repo
 	r.With(need(auth.PermRepoWrite)).Post("/xrpc/com.atproto.repo.createRecord", procedure(s, maxRecordBody, s.doCreateRecord))
@@ -179,9 +190,15 @@ func NewRouter(d Deps) http.Handler {
 	// Remember which method each local XRPC route takes, so that a call with
 	// the wrong one is refused rather than proxied.
 	s.local = map[string]string{}
-	_ = chi.Walk(r, func(method, route string, _ http.Handler, _ ...func(http.Handler) http.Handler) error {
+	s.authed = map[string]bool{}
+	global := len(r.Middlewares())
+	_ = chi.Walk(r, func(method, route string, _ http.Handler, mws ...func(http.Handler) http.Handler) error {
 		if nsid, ok := strings.CutPrefix(route, "/xrpc/"); ok {
 			s.local[nsid] = method
+			// A route's own middlewares (beyond the global ones) are its
+			// auth (need); its query is checked after them (see
+			// checkQueryParams).
+			s.authed[nsid] = len(mws) > global
 		}
 		return nil
 	})

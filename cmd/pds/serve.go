@@ -70,7 +70,8 @@ func serve(args []string, stdout, stderr io.Writer) int {
 	if !a.accounts.Exists() {
 		code, err := a.accounts.InviteCode()
 		if err == nil {
-			fmt.Fprintf(stdout, "No account yet. Create it with:\n  pds account create --handle <name>%s --password <password>\nor from a client with invite code %s\n", firstDomain(cfg), code)
+			fmt.Fprintf(stdout, "No account yet. Create it with:\n  %s account create%s --handle <name>%s --password <password>\nor from a client with invite code %s\n",
+				selfCommand(os.Args[0]), dataHint(*data), firstDomain(cfg), code)
 		}
 	}
 	go a.blobs.RunGC(ctx, 10*time.Minute, log)
