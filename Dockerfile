@@ -28,6 +28,8 @@ ENV PDS_DATA_DIRECTORY=/data \
     GOMEMLIMIT=200MiB
 VOLUME /data
 EXPOSE 2583
+# No shell or curl in the image: the binary checks itself.
+HEALTHCHECK --interval=30s --timeout=6s --start-period=10s CMD ["/pds", "healthcheck"]
 USER nonroot:nonroot
 ENTRYPOINT ["/pds"]
 CMD ["serve"]

@@ -81,7 +81,7 @@ func (s *Store) GC(ctx context.Context) (int, error) {
 		}
 	}
 	for _, c := range doomed {
-		if err := os.Remove(s.blobPath(c)); err != nil && !os.IsNotExist(err) {
+		if err := s.drop(ctx, c); err != nil {
 			keep(err)
 			continue
 		}

@@ -68,6 +68,9 @@ type Config struct {
 	// uses yet, or a blob whose last record was deleted) before GC deletes
 	// it. 0 means DefaultTempGrace.
 	TempGrace time.Duration
+	// Remote, if set, holds the blob bytes instead of Dir/blobs (Dir/tmp
+	// still receives uploads).
+	Remote Remote
 	// Now is the clock; nil means time.Now. Tests move it forward to age
 	// blobs.
 	Now func() time.Time
@@ -203,6 +206,13 @@ func (s *Store) Open(ctx context.Context, c cid.Cid) (io.ReadSeekCloser, *Info, 
 	info, err := s.Stat(ctx, c)
 	if err != nil {
 		return nil, nil, err
+	}
+	if s.cfg.Remote != nil {
+		rc, err := s.cfg.Remote.Get(ctx, RemoteKey(c.String()), info.Size)
+		if err != nil {
+			return nil, nil, fmt.Errorf("blobstore: %w", err)
+		}
+		return rc, info, nil
 	}
 	f, err := os.Open(s.blobPath(c))
 	if err != nil {

@@ -93,14 +93,9 @@ func (s *Store) Upload(ctx context.Context, r io.Reader, declaredType string) (*
 
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	dst := s.blobPath(c)
-	_, statErr := os.Stat(dst)
-	existed := statErr == nil
-	if err := os.Rename(tmpName, dst); err != nil {
-		return nil, fmt.Errorf("blobstore: %w", err)
-	}
-	renamed = true
-	if err := syncDir(filepath.Join(s.cfg.Dir, blobsDir)); err != nil {
+	existed, moved, err := s.keep(ctx, tmpName, c, n, mimeType)
+	renamed = moved
+	if err != nil {
 		return nil, fmt.Errorf("blobstore: %w", err)
 	}
 
@@ -128,7 +123,7 @@ func (s *Store) Upload(ctx context.Context, r io.Reader, declaredType string) (*
 	})
 	if err != nil {
 		if !existed {
-			_ = os.Remove(dst)
+			_ = s.drop(context.WithoutCancel(ctx), c)
 		}
 		return nil, fmt.Errorf("blobstore: %w", err)
 	}

@@ -34,8 +34,10 @@ type Crawler struct {
 	cfg   CrawlerConfig
 	kick  chan struct{}
 	mu    sync.Mutex
-	last  map[string]time.Time // last success per relay
+	last  map[string]time.Time // last attempt per relay
 	fails map[string]int
+	// stats are the outcomes per relay, for Status.
+	stats map[string]*CrawlStatus
 }
 
 // NewCrawler returns a crawler; call Run to start it and Notify on events.
@@ -52,7 +54,7 @@ func NewCrawler(cfg CrawlerConfig) *Crawler {
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
 	}
-	return &Crawler{cfg: cfg, kick: make(chan struct{}, 1), last: map[string]time.Time{}, fails: map[string]int{}}
+	return &Crawler{cfg: cfg, kick: make(chan struct{}, 1), last: map[string]time.Time{}, fails: map[string]int{}, stats: map[string]*CrawlStatus{}}
 }
 
 // Notify tells the crawler an event was sequenced. It never blocks.
@@ -131,6 +133,7 @@ func (c *Crawler) request(ctx context.Context, base string) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.last[base] = time.Now()
+	c.record(base, err)
 	if err != nil {
 		c.fails[base]++
 		c.cfg.Log.Warn("requestCrawl failed", "relay", base, "err", err, "retry_in", backoff(c.fails[base]))

@@ -67,6 +67,10 @@ func accountCreate(args []string, stdin *os.File, stdout, stderr io.Writer) int 
 		fmt.Fprintf(stderr, "pds: configuration: %v\n", err)
 		return 1
 	}
+	if err := plcRefusal(cfg); err != nil {
+		fmt.Fprintf(stderr, "pds: %v\n", err)
+		return 1
+	}
 	ctx := context.Background()
 	a, err := openApp(ctx, cfg, newLogger(stderr, "warn"), 200*time.Millisecond)
 	if errors.Is(err, errDBInUse) {

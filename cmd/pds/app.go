@@ -22,6 +22,7 @@ import (
 	"github.com/pdsbox/pds/lexicons"
 	"github.com/pdsbox/pds/mail"
 	"github.com/pdsbox/pds/oauth"
+	"github.com/pdsbox/pds/s3store"
 	bolt "go.etcd.io/bbolt"
 	bolterrors "go.etcd.io/bbolt/errors"
 )
@@ -46,9 +47,14 @@ type app struct {
 	tokens   *auth.EmailTokens  // single-use tokens (PLC operations, deletion)
 	handler  http.Handler
 	// outbox (nil without SMTP) and email: see wireEmail.
-	outbox *mail.Outbox
-	email  *account.Email
-	oauth  *oauth.Server
+	outbox  *mail.Outbox
+	email   *account.Email
+	oauth   *oauth.Server
+	metrics *metrics // nil unless enabled
+	// probe reaches the network for status checks; statusCache keeps the
+	// last report for the public page.
+	probe       *statusProbe
+	statusCache statusCache
 }
 
 func openApp(ctx context.Context, cfg *config, log *slog.Logger, lockTimeout time.Duration) (*app, error) {
@@ -73,21 +79,41 @@ func openApp(ctx context.Context, cfg *config, log *slog.Logger, lockTimeout tim
 func (a *app) wire(ctx context.Context) error {
 	cfg := a.cfg
 	var err error
+	if cfg.Metrics || cfg.MetricsListen != "" {
+		a.metrics = newMetrics(a)
+	}
 	if a.auth, err = auth.New(a.db, auth.Config{JWTSecret: cfg.JWTSecret, ServiceDID: cfg.ServiceDID, MinLoginDuration: cfg.MinLoginDuration, Now: cfg.Now}); err != nil {
 		return err
 	}
-	if a.blobs, err = blobstore.New(a.db, blobstore.Config{Dir: cfg.BlobDir, MaxSize: cfg.BlobLimit}); err != nil {
+	blobCfg := blobstore.Config{Dir: cfg.BlobDir, MaxSize: cfg.BlobLimit}
+	if cfg.S3 != nil {
+		st, err := s3store.New(*cfg.S3)
+		if err != nil {
+			return err
+		}
+		blobCfg.Remote = st
+	}
+	if a.blobs, err = blobstore.New(a.db, blobCfg); err != nil {
 		return err
 	}
-	a.crawler = events.NewCrawler(events.CrawlerConfig{Hostname: cfg.Hostname, URLs: cfg.Crawlers, Log: a.log})
-	if a.events, err = events.New(a.db, events.Config{Retention: cfg.EventRetention, Log: a.log, OnPublish: a.crawler.Notify}); err != nil {
+	crawlCfg := events.CrawlerConfig{Hostname: cfg.Hostname, URLs: cfg.Crawlers, Log: a.log}
+	if cfg.Dial != nil {
+		crawlCfg.HTTP = httpClientWith(cfg.Dial, 30*time.Second)
+	}
+	a.crawler = events.NewCrawler(crawlCfg)
+	if a.events, err = events.New(a.db, events.Config{Retention: cfg.EventRetention, Log: a.log, OnPublish: a.onPublish}); err != nil {
 		return err
 	}
 	if a.tokens, err = auth.NewEmailTokens(a.db, cfg.Now); err != nil {
 		return err
 	}
-	plc := &identity.PLCClient{URL: cfg.PLCURL, HTTP: &http.Client{Timeout: 15 * time.Second}}
+	plc := &identity.PLCClient{URL: cfg.PLCURL, HTTP: &http.Client{Timeout: 15 * time.Second, Transport: refusePublicPLC(cfg, http.DefaultTransport)}}
 	resolver := &identity.Resolver{PLC: plc, HTTP: identity.NewSafeClient(15*time.Second, cfg.AllowPrivateUpstreams)}
+	if cfg.Dial != nil {
+		plc.HTTP = httpClientWith(cfg.Dial, 15*time.Second)
+		resolver.HTTP = httpClientWith(cfg.Dial, 15*time.Second)
+		resolver.DNS = resolverWith(cfg.Dial)
+	}
 	a.resolver = resolver
 	a.accounts, err = account.Open(ctx, a.db, a.auth, a.blobs, account.Config{
 		DataDir:        cfg.DataDir,
@@ -149,6 +175,8 @@ func (a *app) wire(ctx context.Context) error {
 		OAuth:    a.oauth,
 		Health:   dbprobe.New(a.db, time.Second).Check,
 	})
+	a.probe = defaultStatusProbe(cfg)
+	a.handler = a.withOps(a.handler)
 	return nil
 }
 

@@ -2,6 +2,7 @@ package main
 
 import (
 	"crypto/rand"
+	"crypto/x509"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/bluesky-social/indigo/atproto/atcrypto"
 	"github.com/bluesky-social/indigo/atproto/syntax"
+	"github.com/pdsbox/pds/s3store"
 )
 
 // config is the whole server configuration, read once from the environment
@@ -52,6 +54,34 @@ type config struct {
 	// TrustedProxies (PDS_TRUSTED_PROXIES, CIDRs) may name the client in
 	// X-Forwarded-For; nil means the API's defaults.
 	TrustedProxies []netip.Prefix
+
+	// TLS is "" (plain HTTP on Listen, behind a proxy) or "autocert"
+	// (PDS_TLS): HTTPS on HTTPSAddr (PDS_TLS_HTTPS_ADDRESS, default :443)
+	// with ACME certificates cached in the data directory, and HTTPAddr
+	// (PDS_TLS_HTTP_ADDRESS, default :80) answering challenges and
+	// redirecting to HTTPS. ACMEDirectory (PDS_ACME_DIRECTORY_URL) defaults
+	// to Let's Encrypt; ACMERootCAs (PDS_ACME_CA_CERT, a PEM file) is for a
+	// private ACME server.
+	TLS                 string
+	HTTPSAddr, HTTPAddr string
+	ACMEDirectory       string
+	ACMERootCAs         *x509.CertPool
+
+	// S3, when PDS_BLOBSTORE_S3_BUCKET is set, keeps blob bytes in an
+	// S3-compatible bucket (the reference's PDS_BLOBSTORE_S3_* names).
+	S3 *s3store.Config
+
+	// Metrics serves Prometheus metrics at /metrics behind the admin
+	// password (PDS_METRICS=true); MetricsListen serves them, without a
+	// password, on a separate address (PDS_METRICS_LISTEN, e.g. a private
+	// interface). Both off by default.
+	Metrics       bool
+	MetricsListen string
+
+	// Dial, if set, opens every outbound connection the server starts
+	// itself (PLC, resolution, DNS, crawl requests); `pds dev` confines
+	// them to loopback. nil means the usual dialers.
+	Dial dialFunc
 
 	// MinLoginDuration is the least time a login takes (0: the auth
 	// default); tests shorten it.
@@ -169,6 +199,64 @@ func loadConfig(getenv env, listenFlag, dataFlag string) (*config, error) {
 		}
 	}
 	c.AllowPrivateUpstreams = getenv.str("PDS_DEV_ALLOW_PRIVATE_UPSTREAMS", "") == "true"
+	switch c.TLS = getenv.str("PDS_TLS", ""); c.TLS {
+	case "", "off":
+		c.TLS = ""
+	case "autocert":
+		if c.Hostname == "localhost" && getenv.str("PDS_ACME_DIRECTORY_URL", "") == "" {
+			return nil, fmt.Errorf("PDS_TLS=autocert needs PDS_HOSTNAME set to the server's public DNS name")
+		}
+		c.HTTPSAddr = getenv.str("PDS_TLS_HTTPS_ADDRESS", ":443")
+		c.HTTPAddr = getenv.str("PDS_TLS_HTTP_ADDRESS", ":80")
+		c.ACMEDirectory = getenv.str("PDS_ACME_DIRECTORY_URL", "")
+		if f := getenv.str("PDS_ACME_CA_CERT", ""); f != "" {
+			pool, err := loadCAFile(f)
+			if err != nil {
+				return nil, fmt.Errorf("PDS_ACME_CA_CERT: %w", err)
+			}
+			c.ACMERootCAs = pool
+		}
+		if _, port, err := net.SplitHostPort(c.HTTPSAddr); err != nil {
+			return nil, fmt.Errorf("PDS_TLS_HTTPS_ADDRESS %q is not host:port: %w", c.HTTPSAddr, err)
+		} else if c.Hostname != "localhost" {
+			c.PublicURL = "https://" + c.Hostname
+			if port != "443" {
+				c.PublicURL += ":" + port
+			}
+		} else {
+			c.PublicURL = "https://localhost:" + port
+		}
+	default:
+		return nil, fmt.Errorf("PDS_TLS must be autocert or empty, not %q", c.TLS)
+	}
+	if b := getenv.str("PDS_BLOBSTORE_S3_BUCKET", ""); b != "" {
+		c.S3 = &s3store.Config{
+			Bucket:          b,
+			Region:          getenv.str("PDS_BLOBSTORE_S3_REGION", "us-east-1"),
+			Endpoint:        getenv.str("PDS_BLOBSTORE_S3_ENDPOINT", ""),
+			ForcePathStyle:  getenv.str("PDS_BLOBSTORE_S3_FORCE_PATH_STYLE", "") == "true",
+			AccessKeyID:     getenv.str("PDS_BLOBSTORE_S3_ACCESS_KEY_ID", ""),
+			SecretAccessKey: getenv.str("PDS_BLOBSTORE_S3_SECRET_ACCESS_KEY", ""),
+		}
+		if c.S3.Endpoint != "" {
+			if u, err := url.Parse(c.S3.Endpoint); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+				return nil, fmt.Errorf("PDS_BLOBSTORE_S3_ENDPOINT %q is not an http(s) URL", c.S3.Endpoint)
+			}
+		}
+		if v := getenv.str("PDS_BLOBSTORE_S3_UPLOAD_TIMEOUT_MS", ""); v != "" {
+			ms, err := strconv.Atoi(v)
+			if err != nil || ms <= 0 {
+				return nil, fmt.Errorf("PDS_BLOBSTORE_S3_UPLOAD_TIMEOUT_MS %q is not a positive number", v)
+			}
+			c.S3.UploadTimeout = time.Duration(ms) * time.Millisecond
+		}
+	}
+	c.Metrics = getenv.str("PDS_METRICS", "") == "true"
+	if c.MetricsListen = getenv.str("PDS_METRICS_LISTEN", ""); c.MetricsListen != "" {
+		if _, _, err := net.SplitHostPort(c.MetricsListen); err != nil {
+			return nil, fmt.Errorf("PDS_METRICS_LISTEN %q is not host:port: %w", c.MetricsListen, err)
+		}
+	}
 	for _, v := range strings.Split(getenv.str("PDS_TRUSTED_PROXIES", ""), ",") {
 		if v = strings.TrimSpace(v); v == "" {
 			continue

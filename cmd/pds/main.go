@@ -51,6 +51,18 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 0
 	case "serve":
 		return serve(args[1:], stdout, stderr)
+	case "dev":
+		return devCmd(args[1:], stdout, stderr)
+	case "blobs":
+		return blobsCmd(args[1:], stdout, stderr)
+	case "healthcheck":
+		return healthcheckCmd(args[1:], stdout, stderr)
+	case "status":
+		return statusCmd(args[1:], stdout, stderr)
+	case "backup":
+		return backupCmd(args[1:], stdout, stderr)
+	case "restore":
+		return restoreCmd(args[1:], stdout, stderr)
 	case "account":
 		return accountCmd(args[1:], stdout, stderr)
 	case "seq":
@@ -71,6 +83,9 @@ func usage(w io.Writer) {
 	fmt.Fprintf(w, `pds %s: a single-user atproto Personal Data Server
 
 Usage:
+  pds dev [--data DIR] [--handle H]
+                 try it: a PDS on http://localhost:2583 with its own PLC
+                 directory and an account, printed; no internet needed
   pds serve [--listen ADDR] [--data DIR]
                  run the server (default 127.0.0.1:2583, data under ./data)
   pds account create --handle H [--email E]
@@ -78,6 +93,18 @@ Usage:
                  the first line of stdin)
   pds account invite
                  print the invite code for creating the account from a client
+  pds status [--json]
+                 ask the running server what is wrong: handle, DID document,
+                 HTTPS, relays, disk, firehose; each failure with its fix
+  pds backup --out FILE
+                 write a backup archive (database snapshot, keys, blobs),
+                 also while the server runs
+  pds restore FILE [--force] [--relay URL]
+                 restore an archive into an empty data directory; the
+                 firehose resumes above every seq relays may have seen
+  pds blobs migrate --to s3 [--delete]
+                 copy the disk blobs to PDS_BLOBSTORE_S3_BUCKET, verified
+                 against their CIDs (server stopped)
   pds seq raise N
                  after restoring a backup: make the next firehose seq greater
                  than N (the last seq relays saw), with the server stopped

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"os"
 	"os/signal"
@@ -48,10 +47,18 @@ func serve(args []string, stdout, stderr io.Writer) int {
 	}
 	defer a.Close()
 
-	ln, err := net.Listen("tcp", cfg.Listen)
+	ln, redirect, err := a.listen()
 	if err != nil {
-		fmt.Fprintf(stderr, "pds: listening on %s: %v\n", cfg.Listen, err)
+		fmt.Fprintf(stderr, "pds: %v\n", err)
 		return 1
+	}
+	if redirect != nil {
+		go func() {
+			if err := redirect.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				log.Error("http redirect server", "addr", redirect.Addr, "err", err)
+			}
+		}()
+		defer redirect.Close()
 	}
 	srv := newHTTPServer(a.handler, log)
 	log.Info("pds listening", "addr", ln.Addr().String(), "public_url", cfg.PublicURL, "data", cfg.DataDir, "version", version)
@@ -69,6 +76,10 @@ func serve(args []string, stdout, stderr io.Writer) int {
 		go a.outbox.Run(ctx)
 	}
 	go a.oauth.Run(ctx, 10*time.Minute)
+	if err := a.serveMetricsListener(ctx); err != nil {
+		fmt.Fprintf(stderr, "pds: %v\n", err)
+		return 1
+	}
 	go trimLoop(ctx, a, 2*time.Second)
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(limitListener(ln, cfg)) }()
