@@ -125,10 +125,11 @@ run_api() {
 
 # goat_move state from-url to-url token-cmd kind-of-new-pds
 goat_move() {
-  local st="$1" from="$2" to="$3" tokcmd="$4" kind="$5" did handle password token
+  local st="$1" from="$2" to="$3" tokcmd="$4" kind="$5" did handle password email token
   did="$(jget "$st" did)"
   handle="$(jget "$st" handle)"
   password="$(jget "$st" password)"
+  email="$(jget "$st" email)"
   mig snapshot --state "$st" --out "$st.before" || return 1
   local gh="$E2E_WORK/goat-home" # goat keeps its session under $HOME
   rm -rf "$gh"
@@ -138,7 +139,7 @@ goat_move() {
   "${goat[@]}" account plc request-token || { log "goat: plc request-token failed"; return 1; }
   token="$(MIGRATE_DID="$did" bash -c "$tokcmd" | tail -n 1)"
   "${goat[@]}" account migrate --pds-host "$to" --new-handle "$handle" --new-password "$password" \
-    --new-email "goat-$did@example.test" --plc-token "$token" || { log "goat: account migrate failed"; return 1; }
+    --new-email "$email" --plc-token "$token" || { log "goat: account migrate failed"; return 1; }
   mig verify --state "$st" --to "$to" --snapshot "$st.before" --plc "$PLC_URL" --tool goat --new-kind "$kind"
 }
 
