@@ -168,5 +168,10 @@ if [[ "$WHAT" == goat || "$WHAT" == all ]]; then
   fi
   run_goat || { rc=1; log "goat migration: FAILED"; }
 fi
-if ((rc == 0)); then log "migration: all moves and checks passed"; fi
+if ((rc == 0)); then
+  log "migration: all moves and checks passed"
+elif [[ -f "$E2E_WORK/ours.log" ]]; then
+  log "last lines of $E2E_WORK/ours.log:"
+  tail -n 20 "$E2E_WORK/ours.log" >&2
+fi
 exit "$rc"
