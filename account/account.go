@@ -69,6 +69,11 @@ type Config struct {
 	// Events, if set, receives the firehose events of every write, in the
 	// write's transaction.
 	Events *events.Sequencer
+	// Tokens are the single-use tokens of signPlcOperation and
+	// deleteAccount.
+	Tokens *auth.EmailTokens
+	// RequestCrawl, if set, asks the relays to crawl now (activation).
+	RequestCrawl func()
 }
 
 // Service is the account of this server, if it exists.
@@ -124,13 +129,10 @@ func Open(ctx context.Context, db *bolt.DB, a *auth.Store, blobs *blobstore.Stor
 // record never points at a blob the store may collect.
 func (s *Service) beforeCommit(tx *bolt.Tx, c *repo.Commit) error {
 	if c.Sync {
-		// An imported repository: its blobs arrive after it (migration),
-		// so references are not checked here; announce the new state.
-		if s.cfg.Events == nil {
-			return nil
-		}
-		_, err := s.cfg.Events.AppendSync(tx, c.DID, c.Rev, c.SyncCAR())
-		return err
+		// An imported repository (a deactivated account migrating in): its
+		// blobs arrive after it, so references are rebuilt with the missing
+		// ones remembered. No event: activation announces the new head.
+		return s.importRefs(tx, c)
 	}
 	changes := make([]blobstore.RefChange, len(c.Ops))
 	for i, op := range c.Ops {

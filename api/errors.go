@@ -88,6 +88,9 @@ func asXRPC(err error) *XRPCError {
 	if errors.As(err, &mbe) {
 		return &XRPCError{Status: 413, Name: "PayloadTooLarge", Message: "request entity too large", Err: err}
 	}
+	if xe := migrationXRPC(err); xe != nil {
+		return xe
+	}
 	for _, m := range errorTable {
 		if errors.Is(err, m.err) {
 			msg := m.message

@@ -47,6 +47,8 @@ type Config struct {
 	// TrustedProxies are the peers whose X-Forwarded-For names the client
 	// (nil: DefaultTrustedProxies).
 	TrustedProxies []netip.Prefix
+	// MaxImportBytes bounds an importRepo CAR (0: DefaultMaxImportBytes).
+	MaxImportBytes int64
 }
 
 // Deps are the domain services behind the API.
@@ -132,15 +134,21 @@ func NewRouter(d Deps) http.Handler {
 	r.With(full).Post("/xrpc/com.atproto.server.createAppPassword", s.createAppPassword)
 	r.With(full).Get("/xrpc/com.atproto.server.listAppPasswords", s.listAppPasswords)
 	r.With(full).Post("/xrpc/com.atproto.server.revokeAppPassword", s.revokeAppPassword)
+	r.With(std).Get("/xrpc/com.atproto.server.checkAccountStatus", s.checkAccountStatus)
+	r.With(full).Post("/xrpc/com.atproto.server.activateAccount", s.activateAccount)
+	r.With(full).Post("/xrpc/com.atproto.server.deactivateAccount", s.deactivateAccount)
+	r.Post("/xrpc/com.atproto.server.deleteAccount", s.deleteAccount)
 
 	// com.atproto.repo
-	r.With(std).Post("/xrpc/com.atproto.repo.createRecord", procedure(s, maxRecordBody, s.doCreateRecord))
-	r.With(std).Post("/xrpc/com.atproto.repo.putRecord", procedure(s, maxRecordBody, s.doPutRecord))
-	r.With(std).Post("/xrpc/com.atproto.repo.deleteRecord", procedure(s, maxJSONBody, s.doDeleteRecord))
-	r.With(std).Post("/xrpc/com.atproto.repo.applyWrites", procedure(s, maxRecordBody, s.doApplyWrites))
-	r.Get("/xrpc/com.atproto.repo.getRecord", s.getRecord)
-	r.Get("/xrpc/com.atproto.repo.listRecords", s.listRecords)
-	r.Get("/xrpc/com.atproto.repo.describeRepo", s.describeRepo)
+	r.With(std, s.refuseDeactivated).Post("/xrpc/com.atproto.repo.createRecord", procedure(s, maxRecordBody, s.doCreateRecord))
+	r.With(std, s.refuseDeactivated).Post("/xrpc/com.atproto.repo.putRecord", procedure(s, maxRecordBody, s.doPutRecord))
+	r.With(std, s.refuseDeactivated).Post("/xrpc/com.atproto.repo.deleteRecord", procedure(s, maxJSONBody, s.doDeleteRecord))
+	r.With(std, s.refuseDeactivated).Post("/xrpc/com.atproto.repo.applyWrites", procedure(s, maxRecordBody, s.doApplyWrites))
+	r.With(s.requireAvailableRepo).Get("/xrpc/com.atproto.repo.getRecord", s.getRecord)
+	r.With(s.requireAvailableRepo).Get("/xrpc/com.atproto.repo.listRecords", s.listRecords)
+	r.With(s.requireAvailableRepo).Get("/xrpc/com.atproto.repo.describeRepo", s.describeRepo)
+	r.With(full).Post("/xrpc/com.atproto.repo.importRepo", s.importRepo)
+	r.With(std).Get("/xrpc/com.atproto.repo.listMissingBlobs", s.listMissingBlobs)
 	r.With(s.requireAuthOrService("com.atproto.repo.uploadBlob")).Post("/xrpc/com.atproto.repo.uploadBlob", s.uploadBlob)
 
 	// com.atproto.identity
@@ -148,6 +156,8 @@ func NewRouter(d Deps) http.Handler {
 	r.Get("/xrpc/com.atproto.identity.resolveDid", s.resolveDid)
 	r.With(full).Post("/xrpc/com.atproto.identity.updateHandle", s.updateHandle)
 	r.With(std).Get("/xrpc/com.atproto.identity.getRecommendedDidCredentials", s.getRecommendedDidCredentials)
+	r.With(full).Post("/xrpc/com.atproto.identity.signPlcOperation", s.signPlcOperation)
+	r.With(std).Post("/xrpc/com.atproto.identity.submitPlcOperation", s.submitPlcOperation)
 	r.With(std).Get("/xrpc/com.atproto.server.getServiceAuth", s.getServiceAuth)
 
 	// app.bsky served here; the rest is proxied
@@ -158,16 +168,16 @@ func NewRouter(d Deps) http.Handler {
 
 	// com.atproto.sync
 	r.Get("/xrpc/com.atproto.sync.subscribeRepos", s.subscribeRepos)
-	r.Get("/xrpc/com.atproto.sync.getRepo", s.getRepo)
-	r.Get("/xrpc/com.atproto.sync.getLatestCommit", s.getLatestCommit)
-	r.Get("/xrpc/com.atproto.sync.getRecord", s.syncGetRecord)
-	r.Get("/xrpc/com.atproto.sync.getBlocks", s.getBlocks)
+	r.With(s.requireAvailableRepo).Get("/xrpc/com.atproto.sync.getRepo", s.getRepo)
+	r.With(s.requireAvailableRepo).Get("/xrpc/com.atproto.sync.getLatestCommit", s.getLatestCommit)
+	r.With(s.requireAvailableRepo).Get("/xrpc/com.atproto.sync.getRecord", s.syncGetRecord)
+	r.With(s.requireAvailableRepo).Get("/xrpc/com.atproto.sync.getBlocks", s.getBlocks)
 	r.Get("/xrpc/com.atproto.sync.listRepos", s.listRepos)
 	r.Get("/xrpc/com.atproto.sync.getRepoStatus", s.getRepoStatus)
-	r.Get("/xrpc/com.atproto.sync.getHead", s.getHead)
-	r.Get("/xrpc/com.atproto.sync.getCheckout", s.getCheckout)
-	r.Get("/xrpc/com.atproto.sync.getBlob", s.getBlob)
-	r.Get("/xrpc/com.atproto.sync.listBlobs", s.listBlobs)
+	r.With(s.requireAvailableRepo).Get("/xrpc/com.atproto.sync.getHead", s.getHead)
+	r.With(s.requireAvailableRepo).Get("/xrpc/com.atproto.sync.getCheckout", s.getCheckout)
+	r.With(s.requireAvailableRepo).Get("/xrpc/com.atproto.sync.getBlob", s.getBlob)
+	r.With(s.requireAvailableRepo).Get("/xrpc/com.atproto.sync.listBlobs", s.listBlobs)
 
 	// Remember which method each local XRPC route takes, so that a call with
 	// the wrong one is refused rather than proxied.

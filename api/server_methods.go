@@ -66,10 +66,6 @@ func (s *server) createAccount(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, s.log, err)
 		return
 	}
-	if in.PLCOp != nil || in.DID != "" {
-		writeError(w, r, s.log, invalidRequest("bringing an existing DID is not supported yet"))
-		return
-	}
 	if !s.isAdmin(r) && s.cfg.InviteRequired {
 		if in.InviteCode == "" {
 			writeError(w, r, s.log, xerr(http.StatusBadRequest, "InvalidInviteCode", "No invite code provided"))
@@ -79,6 +75,10 @@ func (s *server) createAccount(w http.ResponseWriter, r *http.Request) {
 			writeError(w, r, s.log, err)
 			return
 		}
+	}
+	if in.PLCOp != nil || in.DID != "" {
+		s.createMigratingAccount(w, r, in)
+		return
 	}
 	if _, _, err := s.accounts.Create(r.Context(), account.CreateParams{Handle: in.Handle, Email: in.Email, Password: in.Password}); err != nil {
 		writeError(w, r, s.log, err)

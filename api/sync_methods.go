@@ -171,7 +171,9 @@ func (s *server) listRepos(w http.ResponseWriter, r *http.Request) {
 	// One account: a cursor only ever points past it.
 	if rp, err := s.accounts.Repo(); err == nil && r.URL.Query().Get("cursor") == "" {
 		if c, rev, err := rp.Head(); err == nil {
-			repos = append(repos, map[string]any{"did": rp.DID().String(), "head": c.String(), "rev": rev, "active": true})
+			row := map[string]any{"did": rp.DID().String(), "head": c.String(), "rev": rev}
+			s.repoStatusFields(r.Context(), row)
+			repos = append(repos, row)
 		}
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"repos": repos})
@@ -183,12 +185,16 @@ func (s *server) getRepoStatus(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, s.log, err)
 		return
 	}
-	_, rev, err := rp.Head()
-	if err != nil {
+	out := map[string]any{"did": rp.DID().String()}
+	s.repoStatusFields(r.Context(), out)
+	// A repository migrating in has no commit until its import.
+	if _, rev, err := rp.Head(); err == nil {
+		out["rev"] = rev
+	} else if !errors.Is(err, repo.ErrNoHead) {
 		writeError(w, r, s.log, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"did": rp.DID().String(), "active": true, "rev": rev})
+	writeJSON(w, http.StatusOK, out)
 }
 
 // maxSubscribers bounds concurrent subscribeRepos connections.

@@ -67,7 +67,12 @@ func (s *Store) UpdateRefs(tx *bolt.Tx, changes []RefChange) error {
 			}
 			m, err := getMeta(tx, c)
 			if errors.Is(err, ErrNotFound) {
-				continue // nothing to release
+				// Never uploaded (an imported record's blob): one
+				// reference fewer to wait for.
+				if err := releaseMissing(tx, c); err != nil {
+					return err
+				}
+				continue
 			}
 			if err != nil {
 				return fmt.Errorf("blobstore: %w", err)

@@ -10,6 +10,7 @@
 //
 //	blobs      CID string      → JSON metadata (mime, size, times, refs)
 //	blob_refs  collection/rkey → concatenated CID bytes of the blobs that record references
+//	blob_missing CID string    → referenced but never uploaded (imported records)
 //
 // A blob starts unreferenced (refs == 0) when uploaded. The repository calls
 // UpdateRefs inside its write transaction whenever records change; GC deletes
@@ -153,7 +154,7 @@ func New(db *bolt.DB, cfg Config) (*Store, error) {
 		}
 	}
 	err := db.Update(func(tx *bolt.Tx) error {
-		for _, b := range []string{bucketBlobs, bucketRefs} {
+		for _, b := range []string{bucketBlobs, bucketRefs, bucketMissing} {
 			if _, err := tx.CreateBucketIfNotExists([]byte(b)); err != nil {
 				return fmt.Errorf("creating bucket %s: %w", b, err)
 			}

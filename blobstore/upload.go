@@ -111,6 +111,10 @@ func (s *Store) Upload(ctx context.Context, r io.Reader, declaredType string) (*
 		switch {
 		case errors.Is(err, ErrNotFound):
 			m = &meta{MimeType: mimeType, Size: n, Created: now, Unref: now}
+			// Records imported before their blobs already reference it.
+			if m.Refs, err = adoptMissing(tx, c); err != nil {
+				return err
+			}
 		case err != nil:
 			return err
 		case m.Refs <= 0:

@@ -61,22 +61,28 @@ func (o ImportOptions) withDefaults() ImportOptions {
 
 // ImportCAR replaces the whole repository with the one in a CAR v1
 // (com.atproto.repo.importRepo), after checking all of it: exactly one root,
-// which is a version-3 commit of this repository's DID, signed by pub, with a
-// TID rev not in the future; every block hashes to its CID; the MST under the
-// commit is complete, well formed, has valid repo paths as keys and
-// recomputes to the commit's data root; every record is present and is valid
-// atproto data with a $type. Blocks the commit does not reach are dropped.
-// The imported rev need not be after the current one.
+// which is a version-3 commit of this repository's DID, signed by pub (the
+// DID's current signing key, which may not be ours yet), with a TID rev not
+// in the future; every block hashes to its CID; the MST under the commit is
+// complete, well formed, has valid repo paths as keys and recomputes to the
+// commit's data root; every record is present and is valid atproto data with
+// a $type. Blocks the commit does not reach are dropped.
+//
+// The imported commit is not stored: the imported tree becomes the head
+// under a new commit signed with this repository's key, whose rev is after
+// both the imported rev and the current one. Relays then see one rev
+// everywhere (head, getLatestCommit, #sync) and a signature that verifies
+// once the DID document names our key.
 //
 // Any fault of the CAR returns an error wrapping ErrInvalidCAR, and leaves the
-// repository untouched. Otherwise the imported commit becomes the head, in one
-// bbolt transaction that also runs Options.BeforeCommit. Later writes get revs
-// after the imported one.
+// repository untouched. Otherwise the new commit becomes the head, in one
+// bbolt transaction that also runs Options.BeforeCommit.
 //
 // The returned Commit (also what BeforeCommit gets) describes the new head as
 // a #sync event needs it: Ops, Since and PrevData are nil, and CAR, like
 // SyncCAR(), holds only the signed commit block, rooted at it. Blobs lists
-// every blob the imported records reference.
+// every blob the imported records reference and RecordBlobs which record
+// references which. ImportedRev is the rev of the commit in the CAR.
 func (r *Repo) ImportCAR(ctx context.Context, rd io.Reader, pub atcrypto.PublicKey, opts ImportOptions) (*Commit, error) {
 	imp, err := r.readImport(ctx, rd, pub, opts.withDefaults())
 	if err != nil {
@@ -101,6 +107,8 @@ type imported struct {
 	// records are the distinct record blocks.
 	records map[cid.Cid][]byte
 	blobs   []cid.Cid
+	// recBlobs are the blobs of each distinct record block that has any.
+	recBlobs map[cid.Cid][]cid.Cid
 }
 
 type importedPath struct {
@@ -261,7 +269,7 @@ func (r *Repo) readImport(ctx context.Context, rd io.Reader, pub atcrypto.Public
 	if err != nil {
 		return nil, invalidCAR("MST root: %v", err)
 	}
-	imp = &imported{commitCID: root, commitData: commitData, rev: sc.Rev, data: sc.Data, records: map[cid.Cid][]byte{}}
+	imp = &imported{commitCID: root, commitData: commitData, rev: sc.Rev, data: sc.Data, records: map[cid.Cid][]byte{}, recBlobs: map[cid.Cid][]cid.Cid{}}
 	var prev []byte
 	n := 0
 	err = tree.Walk(nil, false, func(key []byte, val cid.Cid) error {
@@ -336,13 +344,39 @@ func checkImportedRecord(blocks mapSource, key []byte, val cid.Cid, imp *importe
 	}
 	for _, b := range atdata.ExtractBlobs(rec) {
 		imp.blobs = append(imp.blobs, b.Ref.CID())
+		imp.recBlobs[val] = append(imp.recBlobs[val], b.Ref.CID())
 	}
 	imp.records[val] = data
 	return nil
 }
 
-// writeImport replaces the repository with imp inside tx.
+// writeImport replaces the repository with imp inside tx, under a new
+// commit signed with our key.
 func (r *Repo) writeImport(tx *bolt.Tx, imp *imported) (*Commit, error) {
+	h, err := readHead(tx)
+	if err != nil {
+		return nil, err
+	}
+	// The new rev sorts after the imported one and after ours.
+	after := &head{rev: imp.rev}
+	if h != nil && h.rev > after.rev {
+		after.rev = h.rev
+	}
+	rev := r.nextRev(after)
+	sc := irepo.Commit{DID: r.did.String(), Version: irepo.ATPROTO_REPO_VERSION, Data: imp.data, Rev: rev}
+	if err := sc.Sign(r.signer); err != nil {
+		return nil, fmt.Errorf("signing commit: %w", err)
+	}
+	var cb bytes.Buffer
+	if err := sc.MarshalCBOR(&cb); err != nil {
+		return nil, fmt.Errorf("encoding commit: %w", err)
+	}
+	commitCID, err := cidBuilder.Sum(cb.Bytes())
+	if err != nil {
+		return nil, err
+	}
+	commitData := cb.Bytes()
+
 	for _, b := range [][]byte{bucketBlocks, bucketRecords, bucketRecent} {
 		if err := tx.DeleteBucket(b); err != nil && !errors.Is(err, bolt.ErrBucketNotFound) {
 			return nil, fmt.Errorf("clearing %s: %w", b, err)
@@ -366,7 +400,7 @@ func (r *Repo) writeImport(tx *bolt.Tx, imp *imported) (*Commit, error) {
 		}
 		refs[c] = &ref{data: data, n: 1}
 	}
-	add(imp.commitCID, imp.commitData)
+	add(commitCID, commitData)
 	for _, b := range imp.nodes {
 		add(b.CID, b.Data)
 	}
@@ -378,7 +412,7 @@ func (r *Repo) writeImport(tx *bolt.Tx, imp *imported) (*Commit, error) {
 		keys = append(keys, c)
 	}
 	slices.SortFunc(keys, func(a, b cid.Cid) int { return bytes.Compare(a.Bytes(), b.Bytes()) })
-	bw, err := newBlockWriter(tx, imp.rev)
+	bw, err := newBlockWriter(tx, rev)
 	if err != nil {
 		return nil, err
 	}
@@ -397,22 +431,28 @@ func (r *Repo) writeImport(tx *bolt.Tx, imp *imported) (*Commit, error) {
 		}
 	}
 	records := tx.Bucket(bucketRecords)
+	recBlobs := map[string][]cid.Cid{}
 	for _, p := range imp.paths {
 		if err := records.Put([]byte(p.key), p.val.Bytes()); err != nil {
 			return nil, err
 		}
+		if bl := imp.recBlobs[p.val]; len(bl) > 0 {
+			recBlobs[p.key] = bl
+		}
 	}
-	if err := writeHead(tx, &head{commit: imp.commitCID, rev: imp.rev, data: imp.data}); err != nil {
+	if err := writeHead(tx, &head{commit: commitCID, rev: rev, data: imp.data}); err != nil {
 		return nil, err
 	}
 	c := &Commit{
 		DID:         r.did,
-		CID:         imp.commitCID,
-		Rev:         imp.rev,
+		CID:         commitCID,
+		Rev:         rev,
 		Data:        imp.data,
 		Blobs:       imp.blobs,
-		CommitBlock: bytes.Clone(imp.commitData),
+		CommitBlock: bytes.Clone(commitData),
 		Sync:        true,
+		RecordBlobs: recBlobs,
+		ImportedRev: imp.rev,
 	}
 	c.CAR = c.SyncCAR()
 	return c, nil

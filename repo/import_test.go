@@ -163,10 +163,11 @@ func TestImportRoundTrip(t *testing.T) {
 	srcState := impStateOf(t, src)
 
 	var hooked []*Commit
-	dst := newTestRepoKey(t, testDID, src.key, Options{BeforeCommit: func(tx *bolt.Tx, c *Commit) error {
+	dst := newTestRepo(t, Options{BeforeCommit: func(tx *bolt.Tx, c *Commit) error {
 		hooked = append(hooked, c)
 		return nil
 	}})
+	dstPub := impPub(t, dst.key)
 	// The target has content of its own, which the import replaces.
 	mustApply(t, dst, create("app.bsky.feed.repost", "old", map[string]any{"$type": "app.bsky.feed.repost"}))
 	hooked = nil
@@ -175,16 +176,24 @@ func TestImportRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatalf("import: %v", err)
 	}
-	if c.CID != srcState.head || c.Rev != srcState.rev || c.DID != testDID || c.Ops != nil || c.Since != nil || c.PrevData != nil {
-		t.Fatalf("import commit %+v", c)
+	// A new commit over the imported tree, signed by the target's key, with
+	// a rev after the imported one.
+	if c.CID == srcState.head || c.Rev <= srcState.rev || c.ImportedRev != srcState.rev || c.DID != testDID || c.Ops != nil || c.Since != nil || c.PrevData != nil {
+		t.Fatalf("import commit %+v (source head %s %s)", c, srcState.head, srcState.rev)
+	}
+	if c.Data != impDataOf(t, srcState.export) {
+		t.Fatalf("imported data %s, source %s", c.Data, impDataOf(t, srcState.export))
 	}
 	if len(hooked) != 1 || hooked[0] != c {
 		t.Fatalf("BeforeCommit ran %d times", len(hooked))
 	}
 	// The #sync blocks: a CAR of the commit block alone, rooted at it.
 	sc, root, err := irepo.LoadCommitFromCAR(ctx, bytes.NewReader(c.CAR))
-	if err != nil || *root != c.CID || sc.Data != c.Data || sc.VerifySignature(pub) != nil {
+	if err != nil || *root != c.CID || sc.Data != c.Data || sc.Rev != c.Rev || sc.VerifySignature(dstPub) != nil {
 		t.Fatalf("sync CAR: %v", err)
+	}
+	if sc.VerifySignature(pub) == nil {
+		t.Fatal("the new head still verifies with the source key")
 	}
 	if !bytes.Equal(c.CAR, c.SyncCAR()) {
 		t.Fatal("CAR is not the #sync CAR")
@@ -192,10 +201,17 @@ func TestImportRoundTrip(t *testing.T) {
 	if n := impCountBlocks(t, c.CAR); n != 1 {
 		t.Fatalf("sync CAR has %d blocks", n)
 	}
+	if head, rev, err := dst.Head(); err != nil || head != c.CID || rev != c.Rev {
+		t.Fatalf("head %s %s %v, want %s %s", head, rev, err, c.CID, c.Rev)
+	}
 
 	got := impStateOf(t, dst)
-	impAssertSame(t, srcState, got)
+	impAssertSameRecords(t, srcState, got)
 	checkIntegrity(t, dst.db) // refcounts, block revs, index, reachability
+	st, err := dst.Stats()
+	if err != nil || st.Commit != c.CID || st.Rev != c.Rev || st.Records != len(want) || st.Blocks != impCountBlocks(t, got.export) {
+		t.Fatalf("stats %+v %v; want %d records, %d blocks", st, err, len(want), impCountBlocks(t, got.export))
+	}
 	if len(got.records) != len(want) {
 		t.Fatalf("%d records, want %d", len(got.records), len(want))
 	}
@@ -213,18 +229,45 @@ func TestImportRoundTrip(t *testing.T) {
 	// Writes continue from the imported head, with revs after it, and the
 	// shared record block is refcounted per path.
 	next := mustApply(t, dst, del("app.bsky.feed.post", "twice1"), create("app.bsky.feed.post", "after", post("after")))
-	verifyCommit(t, next, pub, c)
+	verifyCommit(t, next, dstPub, c)
 	if rec, err := dst.GetRecord("app.bsky.feed.post", "twice2"); err != nil || rec.CID != want["app.bsky.feed.post/twice2"] {
 		t.Fatalf("shared record after deleting one path: %v", err)
 	}
 	next2 := mustApply(t, dst, del("app.bsky.feed.post", "twice2"))
-	verifyCommit(t, next2, pub, next)
+	verifyCommit(t, next2, dstPub, next)
 	var diff bytes.Buffer
 	if err := dst.ExportSince(ctx, &diff, c.Rev); err != nil {
 		t.Fatal(err)
 	}
-	impCheckFullExport(t, dst, pub)
+	impCheckFullExport(t, dst, dstPub)
 	checkIntegrity(t, dst.db)
+}
+
+// impDataOf returns the MST root of the commit a CAR is rooted at.
+func impDataOf(t testing.TB, car []byte) cid.Cid {
+	t.Helper()
+	sc, _, err := irepo.LoadCommitFromCAR(context.Background(), bytes.NewReader(car))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sc.Data
+}
+
+// impAssertSameRecords checks that two repositories hold the same records
+// under the same MST root, whatever their commits.
+func impAssertSameRecords(t testing.TB, want, got impState) {
+	t.Helper()
+	if impDataOf(t, want.export) != impDataOf(t, got.export) {
+		t.Fatalf("MST root %s, want %s", impDataOf(t, got.export), impDataOf(t, want.export))
+	}
+	if len(want.records) != len(got.records) {
+		t.Fatalf("%d records, want %d", len(got.records), len(want.records))
+	}
+	for k, v := range want.records {
+		if got.records[k] != v {
+			t.Fatalf("record %s is %q, want %q", k, got.records[k], v)
+		}
+	}
 }
 
 // impCheckFullExport loads the repository's export with indigo and checks that
@@ -587,7 +630,8 @@ func TestImportRejects(t *testing.T) {
 		junk := impRecordBlock(t, post("unreachable"))
 		oldRev := impCommitBlock(t, src.key, testDID.String(), sc.Data, "2222222222222")
 		withJunk := impWriteCAR(t, []cid.Cid{oldRev.c}, append(impWithout(cb, commitCID), junk, oldRev))
-		if _, err := fresh.ImportCAR(ctx, bytes.NewReader(withJunk), pub, ImportOptions{}); err != nil {
+		imported, err := fresh.ImportCAR(ctx, bytes.NewReader(withJunk), pub, ImportOptions{})
+		if err != nil {
 			t.Fatalf("CAR with an unreachable block: %v", err)
 		}
 		if _, ok := impReadCAR(t, impExport(t, fresh)).blocks[junk.c]; ok {
@@ -595,7 +639,7 @@ func TestImportRejects(t *testing.T) {
 		}
 		checkIntegrity(t, fresh.db)
 		next := mustApply(t, fresh, create("app.bsky.feed.post", "n", post("n")))
-		if next.Rev <= "2222222222222" || next.Since == nil || *next.Since != "2222222222222" {
+		if imported.Rev <= "2222222222222" || next.Rev <= imported.Rev || next.Since == nil || *next.Since != imported.Rev {
 			t.Fatalf("rev after an old import: %s since %v", next.Rev, next.Since)
 		}
 		if _, err := fresh.ImportCAR(ctx, bytes.NewReader(good), pub, ImportOptions{MaxBytes: int64(len(good)), MaxBlocks: len(cb.order)}); err != nil {
@@ -644,7 +688,7 @@ func TestImportEmptyRepo(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	impAssertSame(t, impStateOf(t, src), impStateOf(t, dst))
+	impAssertSameRecords(t, impStateOf(t, src), impStateOf(t, dst))
 	verifyCommit(t, mustApply(t, dst, create("app.bsky.feed.post", "a", post("a"))), impPub(t, src.key), c)
 }
 

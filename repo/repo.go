@@ -94,6 +94,12 @@ type Commit struct {
 	// Sync marks a commit that replaced the whole repository (an import):
 	// Ops is nil and consumers are told with a #sync event.
 	Sync bool
+	// RecordBlobs, for an import, maps each record path that references
+	// blobs to those blobs (duplicates possible), so that blob references
+	// can be rebuilt in the same transaction.
+	RecordBlobs map[string][]cid.Cid
+	// ImportedRev, for an import, is the rev of the commit in the CAR.
+	ImportedRev string
 }
 
 // SyncCAR returns a CAR v1 rooted at the commit that holds only the commit

@@ -40,6 +40,7 @@ type app struct {
 	events   *events.Sequencer
 	crawler  *events.Crawler
 	resolver *identity.Resolver // shared by the API and the account
+	tokens   *auth.EmailTokens  // single-use tokens (PLC operations, deletion)
 	handler  http.Handler
 }
 
@@ -75,6 +76,9 @@ func (a *app) wire(ctx context.Context) error {
 	if a.events, err = events.New(a.db, events.Config{Retention: cfg.EventRetention, Log: a.log, OnPublish: a.crawler.Notify}); err != nil {
 		return err
 	}
+	if a.tokens, err = auth.NewEmailTokens(a.db, cfg.Now); err != nil {
+		return err
+	}
 	plc := &identity.PLCClient{URL: cfg.PLCURL, HTTP: &http.Client{Timeout: 15 * time.Second}}
 	resolver := &identity.Resolver{PLC: plc, HTTP: identity.NewSafeClient(15*time.Second, cfg.AllowPrivateUpstreams)}
 	a.resolver = resolver
@@ -89,6 +93,8 @@ func (a *app) wire(ctx context.Context) error {
 		RotationKey:    cfg.RotationKey,
 		Log:            a.log,
 		Events:         a.events,
+		Tokens:         a.tokens,
+		RequestCrawl:   a.crawler.RequestNow,
 	})
 	if err != nil {
 		return err
@@ -117,6 +123,7 @@ func (a *app) wire(ctx context.Context) error {
 			AllowPrivateUpstreams: cfg.AllowPrivateUpstreams,
 			RotationKey:           rotationPub,
 			TrustedProxies:        cfg.TrustedProxies,
+			MaxImportBytes:        cfg.MaxImportBytes,
 		},
 		Resolver: resolver,
 		Accounts: a.accounts,

@@ -35,6 +35,9 @@ type config struct {
 	PLCURL         string
 	InviteRequired bool
 	BlobLimit      int64
+	// MaxImportBytes bounds an importRepo CAR (PDS_MAX_REPO_IMPORT_SIZE,
+	// bytes; 0: the API default, 512 MiB).
+	MaxImportBytes int64
 	LogLevel       string
 	ContactEmail   string
 	Crawlers       []string
@@ -195,6 +198,13 @@ func loadConfig(getenv env, listenFlag, dataFlag string) (*config, error) {
 			return nil, fmt.Errorf("PDS_BLOB_UPLOAD_LIMIT %q is not a positive byte count", v)
 		}
 		c.BlobLimit = n
+	}
+	if v := getenv.str("PDS_MAX_REPO_IMPORT_SIZE", ""); v != "" {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || n <= 0 {
+			return nil, fmt.Errorf("PDS_MAX_REPO_IMPORT_SIZE %q is not a positive byte count", v)
+		}
+		c.MaxImportBytes = n
 	}
 
 	if err := os.MkdirAll(c.DataDir, 0o700); err != nil {

@@ -1,0 +1,449 @@
+package account
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/bluesky-social/indigo/atproto/atcrypto"
+	"github.com/bluesky-social/indigo/atproto/syntax"
+	"github.com/pdsbox/pds/auth"
+	"github.com/pdsbox/pds/blobstore"
+	"github.com/pdsbox/pds/identity"
+	"github.com/pdsbox/pds/repo"
+	bolt "go.etcd.io/bbolt"
+)
+
+// Errors of the account lifecycle (migration in and out, deactivation,
+// deletion); the api maps them to XRPC errors.
+var (
+	// ErrAccountDeactivated: the account is deactivated (writes refused,
+	// others' reads answer RepoDeactivated).
+	ErrAccountDeactivated = errors.New("account is deactivated")
+	// ErrAccountActive: an operation that needs a deactivated account
+	// (importRepo) on an active one.
+	ErrAccountActive = errors.New("account is active: importRepo needs a deactivated account (as after createAccount with an existing DID)")
+	// ErrDIDNotReady: activateAccount while the DID document does not yet
+	// name this server, its signing key or its rotation key.
+	ErrDIDNotReady = errors.New("the DID document does not name this server yet")
+	// ErrDIDResolution: the DID's document or current key could not be
+	// fetched.
+	ErrDIDResolution = errors.New("could not resolve the DID")
+	// ErrWrongDID: a deletion or migration naming another DID than the
+	// account's.
+	ErrWrongDID = errors.New("DID does not match the account")
+	// ErrNoTokenStore: no single-use token store is configured.
+	ErrNoTokenStore = errors.New("no token store configured")
+)
+
+// Status is the account's lifecycle state as the API reports it.
+type Status struct {
+	DID    syntax.DID
+	Handle syntax.Handle
+	// Active is false while deactivated.
+	Active bool
+	// Status is "" when active, else "deactivated".
+	Status string
+}
+
+// Status returns the account's status, or ErrNoAccount.
+func (s *Service) Status(ctx context.Context) (Status, error) {
+	acct, err := s.auth.Account(ctx)
+	if errors.Is(err, auth.ErrNoAccount) {
+		return Status{}, ErrNoAccount
+	}
+	if err != nil {
+		return Status{}, err
+	}
+	st := Status{DID: acct.DID, Handle: acct.Handle, Active: !acct.Deactivated}
+	if acct.Deactivated {
+		st.Status = "deactivated"
+	}
+	return st, nil
+}
+
+// CreateMigrating makes the account for a DID that already exists
+// elsewhere (createAccount with did, migration in). The caller has checked
+// the DID's service-auth token. The account gets a fresh signing key (the
+// one getRecommendedDidCredentials names) and an empty repository without a
+// commit, and starts deactivated: no firehose event until activateAccount.
+// The handle must be under this server's domains or already resolve to did.
+func (s *Service) CreateMigrating(ctx context.Context, did syntax.DID, p CreateParams) (*auth.Account, error) {
+	s.createMu.Lock()
+	defer s.createMu.Unlock()
+	if s.Exists() {
+		return nil, ErrAccountExists
+	}
+	if did.Method() != "plc" && did.Method() != "web" {
+		return nil, fmt.Errorf("%w: unsupported DID method %q", ErrWrongDID, did.Method())
+	}
+	handle, err := syntax.ParseHandle(strings.ToLower(strings.TrimSpace(p.Handle)))
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrInvalidHandle, err)
+	}
+	handle = handle.Normalize()
+	if err := identity.HandleAllowed(handle, s.cfg.Hostname, s.cfg.ServiceDomains); err != nil {
+		if !errors.Is(err, identity.ErrUnsupportedDomain) {
+			return nil, err
+		}
+		// A handle elsewhere must already point at the DID.
+		if s.cfg.Resolver == nil {
+			return nil, fmt.Errorf("%w: no resolver configured", ErrHandleNotVerified)
+		}
+		got, err := s.cfg.Resolver.ResolveHandle(ctx, handle)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %v", ErrHandleNotVerified, err)
+		}
+		if got != did {
+			return nil, fmt.Errorf("%w: %s points to %s", ErrHandleNotVerified, handle, got)
+		}
+	}
+	if p.Email != "" && (len(p.Email) > 254 || !strings.Contains(p.Email, "@")) {
+		return nil, ErrInvalidEmail
+	}
+	if len(p.Password) == 0 || len(p.Password) > 256 {
+		return nil, auth.ErrInvalidPassword
+	}
+	key, err := atcrypto.GeneratePrivateKeyK256()
+	if err != nil {
+		return nil, err
+	}
+	if err := writeKey(filepath.Join(s.cfg.DataDir, SigningKeyFile), key); err != nil {
+		return nil, err
+	}
+	// Whatever an interrupted creation left is nobody's.
+	if err := repo.Destroy(s.db); err != nil {
+		return nil, err
+	}
+	r, err := repo.Open(s.db, did, key, repo.Options{BeforeCommit: s.beforeCommit})
+	if err != nil {
+		return nil, err
+	}
+	acct := auth.Account{DID: did, Handle: handle, Email: p.Email, CreatedAt: time.Now().UTC(), Deactivated: true}
+	if err := s.auth.CreateAccount(ctx, acct, p.Password); err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	s.repo, s.key = r, key
+	s.mu.Unlock()
+	s.cfg.Log.Info("account created for migration (deactivated)", "did", did, "handle", handle)
+	return &acct, nil
+}
+
+// currentKey resolves the signing key the DID document names now.
+func (s *Service) currentKey(ctx context.Context, did syntax.DID) (atcrypto.PublicKey, error) {
+	if s.cfg.Resolver == nil {
+		return nil, fmt.Errorf("%w: no resolver configured", ErrDIDResolution)
+	}
+	pub, err := s.cfg.Resolver.SigningKey(ctx, did, true)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s: %v", ErrDIDResolution, did, err)
+	}
+	return pub, nil
+}
+
+// ImportRepo replaces the repository of a deactivated account with the CAR
+// read from rd (importRepo): its commit must be the account's DID, signed by
+// the key the DID document names now; the imported tree is re-signed with
+// our key (see repo.ImportCAR). Blob references are rebuilt in the same
+// transaction; blobs not uploaded yet are listed by listMissingBlobs. No
+// firehose event is sent: the account announces itself at activation.
+func (s *Service) ImportRepo(ctx context.Context, rd io.Reader, opts repo.ImportOptions) (*repo.Commit, error) {
+	st, err := s.Status(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if st.Active {
+		return nil, ErrAccountActive
+	}
+	r, err := s.Repo()
+	if err != nil {
+		return nil, err
+	}
+	pub, err := s.currentKey(ctx, st.DID)
+	if err != nil {
+		return nil, err
+	}
+	c, err := r.ImportCAR(ctx, rd, pub, opts)
+	if err != nil {
+		return nil, err
+	}
+	s.cfg.Log.Info("repository imported", "did", st.DID, "rev", c.Rev, "imported_rev", c.ImportedRev, "blobs", len(c.Blobs))
+	return c, nil
+}
+
+// importRefs rebuilds blob references after an import, inside its
+// transaction.
+func (s *Service) importRefs(tx *bolt.Tx, c *repo.Commit) error {
+	changes := make([]blobstore.RefChange, 0, len(c.RecordBlobs))
+	for path, blobs := range c.RecordBlobs {
+		changes = append(changes, blobstore.RefChange{Path: path, Blobs: blobs})
+	}
+	return s.blobs.ReplaceRefs(tx, changes)
+}
+
+// CheckStatus are the figures of checkAccountStatus.
+type CheckStatus struct {
+	Activated          bool
+	ValidDID           bool
+	RepoCommit         string
+	RepoRev            string
+	RepoBlocks         int
+	IndexedRecords     int
+	PrivateStateValues int
+	ExpectedBlobs      int
+	ImportedBlobs      int
+}
+
+// CheckAccountStatus counts the account's repository and blobs and checks
+// its DID document (checkAccountStatus), as a migrating client polls it.
+func (s *Service) CheckAccountStatus(ctx context.Context) (*CheckStatus, error) {
+	st, err := s.Status(ctx)
+	if err != nil {
+		return nil, err
+	}
+	r, err := s.Repo()
+	if err != nil {
+		return nil, err
+	}
+	rs, err := r.Stats()
+	if err != nil {
+		return nil, err
+	}
+	expected, imported, err := s.blobs.Counts(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := &CheckStatus{
+		Activated:      st.Active,
+		ValidDID:       s.checkDIDDocument(ctx, st.DID) == nil,
+		RepoRev:        rs.Rev,
+		RepoBlocks:     rs.Blocks,
+		IndexedRecords: rs.Records,
+		ExpectedBlobs:  expected,
+		ImportedBlobs:  imported,
+	}
+	// Preferences are the private state this server keeps.
+	if prefs, err := s.Preferences(); err == nil {
+		out.PrivateStateValues = len(prefs)
+	}
+	if rs.Commit.Defined() {
+		out.RepoCommit = rs.Commit.String()
+	}
+	return out, nil
+}
+
+// checkDIDDocument checks that the DID document names this server as the
+// PDS, the account's signing key here, and (did:plc) our rotation key, as
+// the reference's activateAccount does.
+func (s *Service) checkDIDDocument(ctx context.Context, did syntax.DID) error {
+	pub, err := s.PublicKey()
+	if err != nil {
+		return err
+	}
+	if s.cfg.Resolver == nil {
+		return fmt.Errorf("%w: no resolver configured", ErrDIDResolution)
+	}
+	id, err := s.cfg.Resolver.ResolveDID(ctx, did, true)
+	if err != nil {
+		return fmt.Errorf("%w: %s: %v", ErrDIDResolution, did, err)
+	}
+	if ep := id.PDSEndpoint(); strings.TrimSuffix(ep, "/") != strings.TrimSuffix(s.cfg.PublicURL, "/") {
+		return fmt.Errorf("%w: its PDS endpoint is %q, not %q", ErrDIDNotReady, ep, s.cfg.PublicURL)
+	}
+	key, err := id.PublicKey()
+	if err != nil || key.DIDKey() != pub.DIDKey() {
+		return fmt.Errorf("%w: its atproto signing key is not this server's key for the account (see getRecommendedDidCredentials)", ErrDIDNotReady)
+	}
+	if did.Method() == "plc" {
+		if s.cfg.PLC == nil || s.cfg.RotationKey == nil {
+			return fmt.Errorf("%w: no PLC directory or rotation key configured", ErrDIDResolution)
+		}
+		last, err := s.cfg.PLC.LastOp(ctx, did)
+		if err != nil {
+			return fmt.Errorf("%w: %s: %v", ErrDIDResolution, did, err)
+		}
+		rot, err := s.cfg.RotationKey.PublicKey()
+		if err != nil {
+			return err
+		}
+		if !slices.Contains(last.RotationKeys, rot.DIDKey()) {
+			return fmt.Errorf("%w: its rotation keys do not include this server's", ErrDIDNotReady)
+		}
+	}
+	return nil
+}
+
+// Activate makes a deactivated account active (activateAccount), once its
+// DID document names this server: in one transaction it flips the status
+// and appends #account (active), #identity (with the handle) and a #sync of
+// the head, which the relay verifies against the key the document names.
+// Then it asks the relays to crawl. Activating an active account changes
+// nothing.
+func (s *Service) Activate(ctx context.Context) error {
+	st, err := s.Status(ctx)
+	if err != nil {
+		return err
+	}
+	if st.Active {
+		return nil
+	}
+	if err := s.checkDIDDocument(ctx, st.DID); err != nil {
+		return err
+	}
+	r, err := s.Repo()
+	if err != nil {
+		return err
+	}
+	if _, _, err := r.Head(); errors.Is(err, repo.ErrNoHead) {
+		// Nothing was imported: the account starts with an empty
+		// repository, whose first commit announces it (#identity,
+		// #account, #commit, #sync) like a new account's.
+		if err := s.db.Update(func(tx *bolt.Tx) error { return s.auth.SetDeactivatedTx(tx, false) }); err != nil {
+			return err
+		}
+		s.creating = st.Handle
+		if _, err := r.Init(ctx); err != nil {
+			return err
+		}
+		s.crawl()
+		return nil
+	}
+	err = s.db.Update(func(tx *bolt.Tx) error {
+		if err := s.auth.SetDeactivatedTx(tx, false); err != nil {
+			return err
+		}
+		ev := s.cfg.Events
+		if ev == nil {
+			return nil
+		}
+		if _, err := ev.AppendAccount(tx, st.DID, true, ""); err != nil {
+			return err
+		}
+		if _, err := ev.AppendIdentity(tx, st.DID, st.Handle.String()); err != nil {
+			return err
+		}
+		rev, car, err := repo.HeadSyncTx(tx)
+		if err != nil {
+			return err
+		}
+		_, err = ev.AppendSync(tx, st.DID, rev, car)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	s.cfg.Log.Info("account activated", "did", st.DID)
+	s.crawl()
+	return nil
+}
+
+func (s *Service) crawl() {
+	if s.cfg.RequestCrawl != nil {
+		s.cfg.RequestCrawl()
+	}
+}
+
+// Deactivate deactivates the account (deactivateAccount): writes are
+// refused and others' reads answer RepoDeactivated until Activate; the
+// status and its #account event (active=false, status=deactivated) commit
+// together. deleteAfter is accepted as the reference accepts it (a hint;
+// nothing is deleted automatically). Deactivating a deactivated account
+// changes nothing.
+func (s *Service) Deactivate(ctx context.Context, deleteAfter time.Time) error {
+	st, err := s.Status(ctx)
+	if err != nil {
+		return err
+	}
+	if !st.Active {
+		return nil
+	}
+	err = s.db.Update(func(tx *bolt.Tx) error {
+		if err := s.auth.SetDeactivatedTx(tx, true); err != nil {
+			return err
+		}
+		if s.cfg.Events == nil {
+			return nil
+		}
+		_, err := s.cfg.Events.AppendAccount(tx, st.DID, false, "deactivated")
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	s.cfg.Log.Info("account deactivated", "did", st.DID, "delete_after", deleteAfter)
+	return nil
+}
+
+// Delete deletes the account (deleteAccount) after checking its password
+// and a single-use delete_account token: records, repository, blobs,
+// preferences, sessions, app passwords and tokens go in one transaction
+// with the #account (status deleted) event; the firehose's earlier events
+// are dropped as the reference drops the account's, while the sequence
+// number keeps growing. Blob files and the signing key file are removed
+// after the commit. The server is then ready for createAccount again.
+func (s *Service) Delete(ctx context.Context, did syntax.DID, password, token string) error {
+	if s.cfg.Tokens == nil {
+		return ErrNoTokenStore
+	}
+	s.createMu.Lock()
+	defer s.createMu.Unlock()
+	st, err := s.Status(ctx)
+	if err != nil {
+		return err
+	}
+	if did != st.DID {
+		return fmt.Errorf("%w: %s", ErrWrongDID, did)
+	}
+	if err := s.auth.VerifyAccountPassword(ctx, password); err != nil {
+		return err
+	}
+	err = s.db.Update(func(tx *bolt.Tx) error {
+		if err := s.cfg.Tokens.ConsumeTx(tx, auth.PurposeDeleteAccount, token); err != nil {
+			return err
+		}
+		if err := s.auth.DeleteAccountTx(tx); err != nil {
+			return err
+		}
+		if err := s.cfg.Tokens.DeleteAllTx(tx); err != nil {
+			return err
+		}
+		if err := repo.DestroyTx(tx); err != nil {
+			return err
+		}
+		if err := s.blobs.ClearTx(tx); err != nil {
+			return err
+		}
+		if err := tx.DeleteBucket(bucketPrefs); err != nil && !errors.Is(err, bolt.ErrBucketNotFound) {
+			return err
+		}
+		if s.cfg.Events == nil {
+			return nil
+		}
+		seq, err := s.cfg.Events.AppendAccount(tx, st.DID, false, "deleted")
+		if err != nil {
+			return err
+		}
+		return s.cfg.Events.DeleteBeforeTx(tx, seq)
+	})
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	s.repo, s.key = nil, nil
+	s.mu.Unlock()
+	if err := s.blobs.RemoveFiles(); err != nil {
+		s.cfg.Log.Warn("removing blob files after account deletion", "err", err)
+	}
+	if err := os.Remove(filepath.Join(s.cfg.DataDir, SigningKeyFile)); err != nil && !os.IsNotExist(err) {
+		s.cfg.Log.Warn("removing the signing key after account deletion", "err", err)
+	}
+	s.cfg.Log.Info("account deleted", "did", st.DID)
+	return nil
+}
