@@ -109,6 +109,16 @@ goat_build() {
 }
 
 rc=0
+# mig_step: run migrate.mjs; exit 1 (checks failed, the move went through)
+# marks the run failed and goes on; any other failure stops this flow
+mig_step() {
+  local r=0
+  mig "$@" || r=$?
+  ((r == 0)) && return 0
+  rc=1
+  ((r == 1))
+}
+
 run_api() {
   local st="$E2E_WORK/api.json" mid="$OURS_URL" midtok
   ((REF_ONLY)) || midtok="$(ours_token)"
@@ -116,11 +126,11 @@ run_api() {
   log "api: seed on reference A"
   mig seed --pds "$REF_A_URL" --state "$st" || return 1
   log "api: reference A -> $mid"
-  mig move --state "$st" --to "$mid" --plc "$PLC_URL" --token-cmd "$(ref_token "$REF_A_DATA")" \
+  mig_step move --state "$st" --to "$mid" --plc "$PLC_URL" --token-cmd "$(ref_token "$REF_A_DATA")" \
     --new-kind "$( ((REF_ONLY)) && echo ref || echo ours)" || return 1
   ((REF_ONLY)) && return 0
   log "api: ours -> reference B"
-  mig move --state "$st" --to "$REF_B_URL" --plc "$PLC_URL" --token-cmd "$midtok" --new-kind ref
+  mig_step move --state "$st" --to "$REF_B_URL" --plc "$PLC_URL" --token-cmd "$midtok" --new-kind ref
 }
 
 # goat_move state from-url to-url token-cmd kind-of-new-pds
@@ -140,7 +150,7 @@ goat_move() {
   token="$(MIGRATE_DID="$did" bash -c "$tokcmd" | tail -n 1)"
   "${goat[@]}" account migrate --pds-host "$to" --new-handle "$handle" --new-password "$password" \
     --new-email "$email" --plc-token "$token" || { log "goat: account migrate failed"; return 1; }
-  mig verify --state "$st" --to "$to" --snapshot "$st.before" --plc "$PLC_URL" --tool goat --new-kind "$kind"
+  mig_step verify --state "$st" --to "$to" --snapshot "$st.before" --plc "$PLC_URL" --tool goat --new-kind "$kind"
 }
 
 run_goat() {
