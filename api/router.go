@@ -123,6 +123,7 @@ func NewRouter(d Deps) http.Handler {
 	r.Get("/xrpc/_health", s.health)
 	r.Get("/.well-known/atproto-did", s.atprotoDID)
 	r.Get("/.well-known/did.json", s.didJSON)
+	r.Post("/admin/token", s.adminIssueToken)
 
 	// com.atproto.server
 	r.Get("/xrpc/com.atproto.server.describeServer", s.describeServer)

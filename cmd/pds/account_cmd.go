@@ -14,12 +14,13 @@ import (
 	"time"
 
 	"github.com/pdsbox/pds/account"
+	"github.com/pdsbox/pds/auth"
 )
 
 // accountCmd: pds account create|invite.
 func accountCmd(args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
-		fmt.Fprintln(stderr, "usage: pds account create --handle H --password P [--email E] | pds account invite")
+		fmt.Fprintln(stderr, "usage: pds account create --handle H --password P [--email E] | pds account invite | pds account plc-token | pds account delete-token")
 		return 2
 	}
 	switch args[0] {
@@ -27,6 +28,10 @@ func accountCmd(args []string, stdout, stderr io.Writer) int {
 		return accountCreate(args[1:], stdout, stderr)
 	case "invite":
 		return accountInvite(args[1:], stdout, stderr)
+	case "plc-token":
+		return accountToken(auth.PurposePLCOperation, args[1:], stdout, stderr)
+	case "delete-token":
+		return accountToken(auth.PurposeDeleteAccount, args[1:], stdout, stderr)
 	default:
 		fmt.Fprintf(stderr, "pds account: unknown command %q\n", args[0])
 		return 2
