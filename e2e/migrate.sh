@@ -76,6 +76,7 @@ ours_token() { echo "env ${ours_env[*]:1} '$OURS_BIN' account plc-token"; }
 
 setup() {
   mkdir -p "$E2E_WORK"
+  : >"$E2E_WORK/ours.log" # this run's log only
   refpds_copy
   "$REFPDS_DIR/start.sh" --install
   for p in "$REF_A_PORT" "$REF_B_PORT" "$REFPDS_PLC_PORT" "$OURS_PORT"; do
