@@ -112,9 +112,16 @@ goat_build() {
 rc=0
 # mig_step: run migrate.mjs; exit 1 (checks failed, the move went through)
 # marks the run failed and goes on; any other failure stops this flow
-mig_step() {
-  local r=0
+SUMMARY=()
+mig_step() { # label args...
+  local label="$1" r=0
+  shift
   mig "$@" || r=$?
+  case "$r" in
+    0) SUMMARY+=("ok      $label") ;;
+    1) SUMMARY+=("FAILED  $label: moved, but some checks failed (see above)") ;;
+    *) SUMMARY+=("FAILED  $label: stopped at the step marked FAIL above") ;;
+  esac
   ((r == 0)) && return 0
   rc=1
   ((r == 1))
@@ -127,11 +134,11 @@ run_api() {
   log "api: seed on reference A"
   mig seed --pds "$REF_A_URL" --state "$st" || return 1
   log "api: reference A -> $mid"
-  mig_step move --state "$st" --to "$mid" --plc "$PLC_URL" --token-cmd "$(ref_token "$REF_A_DATA")" \
+  mig_step "api: reference A -> $mid" move --state "$st" --to "$mid" --plc "$PLC_URL" --token-cmd "$(ref_token "$REF_A_DATA")" \
     --new-kind "$( ((REF_ONLY)) && echo ref || echo ours)" || return 1
   ((REF_ONLY)) && return 0
   log "api: ours -> reference B"
-  mig_step move --state "$st" --to "$REF_B_URL" --plc "$PLC_URL" --token-cmd "$midtok" --new-kind ref
+  mig_step "api: ours -> reference B" move --state "$st" --to "$REF_B_URL" --plc "$PLC_URL" --token-cmd "$midtok" --new-kind ref
 }
 
 # goat_move state from-url to-url token-cmd kind-of-new-pds
@@ -146,12 +153,13 @@ goat_move() {
   rm -rf "$gh"
   mkdir -p "$gh"
   local goat=(env HOME="$gh" ATP_PLC_HOST="$PLC_URL" "$GOAT_BIN")
-  "${goat[@]}" account login -u "$did" -p "$password" --pds-host "$from" || { log "goat: login failed"; return 1; }
-  "${goat[@]}" account plc request-token || { log "goat: plc request-token failed"; return 1; }
+  goat_fail() { SUMMARY+=("FAILED  goat: $from -> $to: $1"); log "goat: $1"; return 1; }
+  "${goat[@]}" account login -u "$did" -p "$password" --pds-host "$from" || { goat_fail "account login failed"; return 1; }
+  "${goat[@]}" account plc request-token || { goat_fail "account plc request-token failed"; return 1; }
   token="$(MIGRATE_DID="$did" bash -c "$tokcmd" | tail -n 1)"
   "${goat[@]}" account migrate --pds-host "$to" --new-handle "$handle" --new-password "$password" \
-    --new-email "$email" --plc-token "$token" || { log "goat: account migrate failed"; return 1; }
-  mig_step verify --state "$st" --to "$to" --snapshot "$st.before" --plc "$PLC_URL" --tool goat --new-kind "$kind"
+    --new-email "$email" --plc-token "$token" || { goat_fail "account migrate failed"; return 1; }
+  mig_step "goat: $from -> $to" verify --state "$st" --to "$to" --snapshot "$st.before" --plc "$PLC_URL" --tool goat --new-kind "$kind"
 }
 
 run_goat() {
@@ -179,6 +187,8 @@ if [[ "$WHAT" == goat || "$WHAT" == all ]]; then
   fi
   run_goat || { rc=1; log "goat migration: FAILED"; }
 fi
+log "summary:"
+for l in "${SUMMARY[@]}"; do log "  $l"; done
 if ((rc == 0)); then
   log "migration: all moves and checks passed"
 elif [[ -f "$E2E_WORK/ours.log" ]]; then
