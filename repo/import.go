@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/bluesky-social/indigo/atproto/atcrypto"
@@ -300,6 +301,11 @@ func (r *Repo) readImport(ctx context.Context, rd io.Reader, pub atcrypto.Public
 		return nil, invalidCAR("MST: %v", err)
 	}
 
+	// The CAR's own node blocks are no longer needed (the rebuilt tree
+	// yields them again); let them go before the rebuild, the peak.
+	clear(blocks)
+	blocks = nil
+
 	// 4. The MST recomputes, from its keys and values alone, to the commit's
 	// data root: its shape is the one the spec makes of these keys.
 	fresh := mst.NewTree(mapSource{})
@@ -411,7 +417,8 @@ func (r *Repo) writeImport(tx *bolt.Tx, imp *imported) (*Commit, error) {
 	for c := range refs {
 		keys = append(keys, c)
 	}
-	slices.SortFunc(keys, func(a, b cid.Cid) int { return bytes.Compare(a.Bytes(), b.Bytes()) })
+	// KeyString is the binary CID without a copy: same order as Bytes.
+	slices.SortFunc(keys, func(a, b cid.Cid) int { return strings.Compare(a.KeyString(), b.KeyString()) })
 	bw, err := newBlockWriter(tx, rev)
 	if err != nil {
 		return nil, err

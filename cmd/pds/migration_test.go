@@ -8,6 +8,7 @@ import (
 	"maps"
 	"net/http"
 	"net/url"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -18,6 +19,7 @@ import (
 	irepo "github.com/bluesky-social/indigo/atproto/repo"
 	"github.com/bluesky-social/indigo/atproto/syntax"
 	"github.com/did-method-plc/go-didplc"
+	"github.com/pdsbox/pds/account"
 	"github.com/pdsbox/pds/auth"
 	"github.com/pdsbox/pds/internal/testpds"
 	"github.com/pdsbox/pds/repo"
@@ -314,6 +316,13 @@ func migCheckMoved(t *testing.T, plc *testpds.MockPLC, old, nu *testServer, a mi
 	if !slices.Equal(kinds, []string{"#identity", "#account", "#identity", "#sync"}) {
 		t.Fatalf("new server's firehose during the move: %v (want the submitPlcOperation #identity, then #account, #identity, #sync)", kinds)
 	}
+	// The old server announced the deactivation.
+	oldFS := fhSubscribe(t, fhHost(old), "0").waitUntil(t, "#account deactivated", func(fs []fhFrame) bool {
+		return len(fs) > 0 && fs[len(fs)-1].Account != nil
+	})
+	if ev := oldFS[len(oldFS)-1].Account; ev.Active || ev.Status == nil || *ev.Status != "deactivated" || ev.Did != a.did {
+		t.Fatalf("old server's last event: %+v", ev)
+	}
 	// The old server reports the account deactivated, to others.
 	st, out = old.call(t, "GET", "com.atproto.sync.getRepoStatus", "", "did="+a.did, nil)
 	wantStatus(t, "old getRepoStatus", st, out, 200, "")
@@ -387,6 +396,13 @@ func TestMigrationInAndOut(t *testing.T) {
 	wantStatus(t, "getLatestCommit after deletion", st, out, 400, "RepoNotFound")
 	st, out = b.call(t, "POST", "com.atproto.server.createSession", "", "", map[string]any{"identifier": acct.handle, "password": acct.password})
 	wantStatus(t, "login after deletion", st, out, 401, "")
+	st, out = b.call(t, "GET", "com.atproto.server.getSession", onB.access, "", nil)
+	if st == 200 {
+		t.Fatalf("a session of the deleted account still works: %v", out)
+	}
+	if _, err := os.Stat(filepath.Join(b.app.cfg.DataDir, account.SigningKeyFile)); !os.IsNotExist(err) {
+		t.Fatalf("signing key left after deletion: %v", err)
+	}
 	for blob := range blobs {
 		st, _, _ := b.callRaw(t, "GET", "com.atproto.sync.getBlob", "", "did="+did+"&cid="+blob, nil, "")
 		if st == 200 {

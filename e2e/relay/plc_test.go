@@ -76,6 +76,7 @@ func (m *mockPLC) serve(w http.ResponseWriter, r *http.Request) {
 		}
 		w.WriteHeader(http.StatusOK)
 	case http.MethodGet:
+		did, tail, _ := strings.Cut(did, "/")
 		m.mu.Lock()
 		ops := m.ops[did]
 		m.gets[did]++
@@ -84,6 +85,12 @@ func (m *mockPLC) serve(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("Content-Type", "application/json")
 			w.WriteHeader(http.StatusNotFound)
 			_ = json.NewEncoder(w).Encode(map[string]string{"message": "DID not registered: " + did})
+			return
+		}
+		if tail == "log/last" {
+			// The last operation: what an update (signPlcOperation) follows.
+			w.Header().Set("Content-Type", "application/json")
+			_ = json.NewEncoder(w).Encode(ops[len(ops)-1])
 			return
 		}
 		doc, err := ops[len(ops)-1].Doc(did)
