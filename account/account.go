@@ -91,6 +91,9 @@ type Service struct {
 	// creating is the handle of the account being created, for the
 	// #identity event of its first commit.
 	creating syntax.Handle
+	// quietInit: the first commit being written is the empty repository of
+	// a deactivated account migrating in, which announces nothing.
+	quietInit bool
 }
 
 // Open loads the existing account, if any. A missing or unreadable signing
@@ -128,6 +131,9 @@ func Open(ctx context.Context, db *bolt.DB, a *auth.Store, blobs *blobstore.Stor
 // beforeCommit keeps blob references in the repository's transaction, so a
 // record never points at a blob the store may collect.
 func (s *Service) beforeCommit(tx *bolt.Tx, c *repo.Commit) error {
+	if s.quietInit {
+		return nil
+	}
 	if c.Sync {
 		// An imported repository (a deactivated account migrating in): its
 		// blobs arrive after it, so references are rebuilt with the missing

@@ -71,8 +71,9 @@ func (s *Service) Status(ctx context.Context) (Status, error) {
 // CreateMigrating makes the account for a DID that already exists
 // elsewhere (createAccount with did, migration in). The caller has checked
 // the DID's service-auth token. The account gets a fresh signing key (the
-// one getRecommendedDidCredentials names) and an empty repository without a
-// commit, and starts deactivated: no firehose event until activateAccount.
+// one getRecommendedDidCredentials names) and an empty repository (one
+// signed commit), and starts deactivated: no firehose event until
+// activateAccount.
 // The handle must be under this server's domains or already resolve to did.
 func (s *Service) CreateMigrating(ctx context.Context, did syntax.DID, p CreateParams) (*auth.Account, error) {
 	s.createMu.Lock()
@@ -122,6 +123,17 @@ func (s *Service) CreateMigrating(ctx context.Context, did syntax.DID, p CreateP
 		return nil, err
 	}
 	r, err := repo.Open(s.db, did, key, repo.Options{BeforeCommit: s.beforeCommit})
+	if err != nil {
+		return nil, err
+	}
+	// An empty repository with a signed first commit, as the reference
+	// makes: checkAccountStatus must name a repoCommit and repoRev (both
+	// required by the lexicon) before importRepo. No event: the account is
+	// deactivated, activation announces it. (Before the account record:
+	// a repository left by a failure here is destroyed by the next try.)
+	s.quietInit = true
+	_, err = r.Init(ctx)
+	s.quietInit = false
 	if err != nil {
 		return nil, err
 	}

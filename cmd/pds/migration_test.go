@@ -163,6 +163,15 @@ func migrate(t *testing.T, old, nu *testServer, a migAccount, blobs map[string][
 	if out["activated"] != false || out["validDid"] != false || out["indexedRecords"] != 0.0 {
 		t.Fatalf("fresh migrating account: %v", out)
 	}
+	// The lexicon requires repoCommit and repoRev: an empty repository with
+	// one signed commit, as the reference makes (@atproto/api rejects the
+	// answer otherwise).
+	if c, _ := out["repoCommit"].(string); !strings.HasPrefix(c, "bafyrei") {
+		t.Fatalf("fresh migrating account: repoCommit %v", out["repoCommit"])
+	}
+	if _, err := syntax.ParseTID(fmt.Sprint(out["repoRev"])); err != nil {
+		t.Fatalf("fresh migrating account: repoRev %v: %v", out["repoRev"], err)
+	}
 
 	// 3. The repository, then the blobs it is missing, then preferences.
 	car := fhGetCAR(t, old, "com.atproto.sync.getRepo", "did="+a.did)
