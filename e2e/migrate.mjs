@@ -82,6 +82,10 @@ const t0 = Date.now()
 const stamp = () => `${((Date.now() - t0) / 1000).toFixed(1).padStart(6)}s`
 const describeErr = (e) => {
   if (e && typeof e === 'object' && 'status' in e) {
+    // status 2: the client's own lexicon check of the answer failed
+    if (e.status === 2 && e.validationError) {
+      return `answer does not match the lexicon: ${e.validationError.message}; body ${JSON.stringify(e.responseBody)}`
+    }
     return `HTTP ${e.status} ${e.error ?? ''}: ${e.message}`
   }
   return String(e?.stack ?? e)
