@@ -91,9 +91,6 @@ type Service struct {
 	// creating is the handle of the account being created, for the
 	// #identity event of its first commit.
 	creating syntax.Handle
-	// quietInit: the first commit being written is the empty repository of
-	// a deactivated account migrating in, which announces nothing.
-	quietInit bool
 }
 
 // Open loads the existing account, if any. A missing or unreadable signing
@@ -130,9 +127,23 @@ func Open(ctx context.Context, db *bolt.DB, a *auth.Store, blobs *blobstore.Stor
 
 // beforeCommit keeps blob references in the repository's transaction, so a
 // record never points at a blob the store may collect.
+//
+// It is also the one home of "no writes while not active": the status is
+// read in the commit's own transaction, so no write slips past a
+// concurrent Deactivate or Takedown.
 func (s *Service) beforeCommit(tx *bolt.Tx, c *repo.Commit) error {
-	if s.quietInit {
+	action := ActionWrite
+	if c.Sync {
+		action = ActionImport
+	}
+	if !c.Sync && c.Since == nil && len(c.Ops) == 0 && statusTx(tx) == StatusDeactivated {
+		// The empty first commit of an account migrating in: it gives
+		// checkAccountStatus and sync a head until the import, and is
+		// announced by nobody (the account is not active yet).
 		return nil
+	}
+	if err := statusTx(tx).Allows(action); err != nil {
+		return err
 	}
 	if c.Sync {
 		// An imported repository (a deactivated account migrating in): its
@@ -237,8 +248,8 @@ func (s *Service) Create(ctx context.Context, p CreateParams) (*auth.Account, *r
 	if p.Email != "" && (len(p.Email) > 254 || !strings.Contains(p.Email, "@")) {
 		return nil, nil, ErrInvalidEmail
 	}
-	if len(p.Password) == 0 || len(p.Password) > 256 {
-		return nil, nil, auth.ErrInvalidPassword
+	if err := auth.ValidatePassword(p.Password); err != nil {
+		return nil, nil, err
 	}
 	key, err := atcrypto.GeneratePrivateKeyK256()
 	if err != nil {

@@ -73,6 +73,11 @@ func (s *Service) UpdateHandle(ctx context.Context, raw string) (syntax.Handle, 
 		}
 	}
 	err = s.db.Update(func(tx *bolt.Tx) error {
+		// A deactivated account may still fix its handle (the reference
+		// checks only takedown here); a taken-down one may not.
+		if err := statusTx(tx).Allows(ActionAuthenticate); err != nil {
+			return err
+		}
 		if err := s.auth.UpdateHandleTx(tx, h); err != nil {
 			return err
 		}
@@ -130,6 +135,11 @@ func (s *Service) PutPreferences(prefs []json.RawMessage) error {
 		return fmt.Errorf("%w: preferences over %d bytes", ErrInvalidPreferences, MaxPreferencesBytes)
 	}
 	return s.db.Update(func(tx *bolt.Tx) error {
+		// A deactivated account migrating in brings its preferences, as
+		// the reference allows (ActionImport).
+		if err := statusTx(tx).Allows(ActionImport); err != nil {
+			return err
+		}
 		b, err := tx.CreateBucketIfNotExists(bucketPrefs)
 		if err != nil {
 			return err

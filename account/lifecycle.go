@@ -23,9 +23,6 @@ import (
 // Errors of the account lifecycle (migration in and out, deactivation,
 // deletion); the api maps them to XRPC errors.
 var (
-	// ErrAccountDeactivated: the account is deactivated (writes refused,
-	// others' reads answer RepoDeactivated).
-	ErrAccountDeactivated = errors.New("account is deactivated")
 	// ErrAccountActive: an operation that needs a deactivated account
 	// (importRepo) on an active one.
 	ErrAccountActive = errors.New("account is active: importRepo needs a deactivated account (as after createAccount with an existing DID)")
@@ -42,38 +39,38 @@ var (
 	ErrNoTokenStore = errors.New("no token store configured")
 )
 
-// Status is the account's lifecycle state as the API reports it.
-type Status struct {
+// Lifecycle is the account's identity and status, as the lifecycle
+// methods and the API need them together.
+type Lifecycle struct {
 	DID    syntax.DID
 	Handle syntax.Handle
-	// Active is false while deactivated.
-	Active bool
-	// Status is "" when active, else "deactivated".
-	Status string
+	Status Status
 }
 
-// Status returns the account's status, or ErrNoAccount.
-func (s *Service) Status(ctx context.Context) (Status, error) {
+// Active reports whether the account is active.
+func (l Lifecycle) Active() bool { return l.Status == StatusActive || l.Status == "" }
+
+// Lifecycle returns the account's DID, handle and status, or ErrNoAccount.
+func (s *Service) Lifecycle(ctx context.Context) (Lifecycle, error) {
 	acct, err := s.auth.Account(ctx)
 	if errors.Is(err, auth.ErrNoAccount) {
-		return Status{}, ErrNoAccount
+		return Lifecycle{}, ErrNoAccount
 	}
 	if err != nil {
-		return Status{}, err
+		return Lifecycle{}, err
 	}
-	st := Status{DID: acct.DID, Handle: acct.Handle, Active: !acct.Deactivated}
-	if acct.Deactivated {
-		st.Status = "deactivated"
+	st, err := s.Status(ctx)
+	if err != nil {
+		return Lifecycle{}, err
 	}
-	return st, nil
+	return Lifecycle{DID: acct.DID, Handle: acct.Handle, Status: st}, nil
 }
 
 // CreateMigrating makes the account for a DID that already exists
 // elsewhere (createAccount with did, migration in). The caller has checked
 // the DID's service-auth token. The account gets a fresh signing key (the
-// one getRecommendedDidCredentials names) and an empty repository (one
-// signed commit), and starts deactivated: no firehose event until
-// activateAccount.
+// one getRecommendedDidCredentials names) and an empty repository without a
+// commit, and starts deactivated: no firehose event until activateAccount.
 // The handle must be under this server's domains or already resolve to did.
 func (s *Service) CreateMigrating(ctx context.Context, did syntax.DID, p CreateParams) (*auth.Account, error) {
 	s.createMu.Lock()
@@ -118,26 +115,27 @@ func (s *Service) CreateMigrating(ctx context.Context, did syntax.DID, p CreateP
 	if err := writeKey(filepath.Join(s.cfg.DataDir, SigningKeyFile), key); err != nil {
 		return nil, err
 	}
-	// Whatever an interrupted creation left is nobody's.
+	// Whatever an interrupted creation left is nobody's. The account
+	// starts deactivated, without an event, before its credentials make it
+	// exist.
 	if err := repo.Destroy(s.db); err != nil {
+		return nil, err
+	}
+	if err := s.db.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketServer).Put(keyStatus, []byte(StatusDeactivated))
+	}); err != nil {
 		return nil, err
 	}
 	r, err := repo.Open(s.db, did, key, repo.Options{BeforeCommit: s.beforeCommit})
 	if err != nil {
 		return nil, err
 	}
-	// An empty repository with a signed first commit, as the reference
-	// makes: checkAccountStatus must name a repoCommit and repoRev (both
-	// required by the lexicon) before importRepo. No event: the account is
-	// deactivated, activation announces it. (Before the account record:
-	// a repository left by a failure here is destroyed by the next try.)
-	s.quietInit = true
-	_, err = r.Init(ctx)
-	s.quietInit = false
-	if err != nil {
+	// An empty, silent first commit, as the reference makes one: clients
+	// read repoCommit from checkAccountStatus before the import.
+	if _, err := r.Init(ctx); err != nil {
 		return nil, err
 	}
-	acct := auth.Account{DID: did, Handle: handle, Email: p.Email, CreatedAt: time.Now().UTC(), Deactivated: true}
+	acct := auth.Account{DID: did, Handle: handle, Email: p.Email, CreatedAt: time.Now().UTC()}
 	if err := s.auth.CreateAccount(ctx, acct, p.Password); err != nil {
 		return nil, err
 	}
@@ -167,11 +165,11 @@ func (s *Service) currentKey(ctx context.Context, did syntax.DID) (atcrypto.Publ
 // transaction; blobs not uploaded yet are listed by listMissingBlobs. No
 // firehose event is sent: the account announces itself at activation.
 func (s *Service) ImportRepo(ctx context.Context, rd io.Reader, opts repo.ImportOptions) (*repo.Commit, error) {
-	st, err := s.Status(ctx)
+	st, err := s.Lifecycle(ctx)
 	if err != nil {
 		return nil, err
 	}
-	if st.Active {
+	if st.Status != StatusDeactivated {
 		return nil, ErrAccountActive
 	}
 	r, err := s.Repo()
@@ -216,7 +214,7 @@ type CheckStatus struct {
 // CheckAccountStatus counts the account's repository and blobs and checks
 // its DID document (checkAccountStatus), as a migrating client polls it.
 func (s *Service) CheckAccountStatus(ctx context.Context) (*CheckStatus, error) {
-	st, err := s.Status(ctx)
+	st, err := s.Lifecycle(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -233,7 +231,7 @@ func (s *Service) CheckAccountStatus(ctx context.Context) (*CheckStatus, error) 
 		return nil, err
 	}
 	out := &CheckStatus{
-		Activated:      st.Active,
+		Activated:      st.Active(),
 		ValidDID:       s.checkDIDDocument(ctx, st.DID) == nil,
 		RepoRev:        rs.Rev,
 		RepoBlocks:     rs.Blocks,
@@ -292,19 +290,24 @@ func (s *Service) checkDIDDocument(ctx context.Context, did syntax.DID) error {
 	return nil
 }
 
-// Activate makes a deactivated account active (activateAccount), once its
-// DID document names this server: in one transaction it flips the status
-// and appends #account (active), #identity (with the handle) and a #sync of
-// the head, which the relay verifies against the key the document names.
-// Then it asks the relays to crawl. Activating an active account changes
-// nothing.
-func (s *Service) Activate(ctx context.Context) error {
-	st, err := s.Status(ctx)
+// ActivateAccount makes a deactivated account active (activateAccount),
+// once its DID document names this server: in one transaction it flips the
+// status and appends #account (active), #identity (with the handle) and a
+// #sync of the head, which the relay verifies against the key the document
+// names. Then it asks the relays to crawl. Activating an active account
+// changes nothing; a taken-down or deleted one cannot be activated by its
+// owner.
+func (s *Service) ActivateAccount(ctx context.Context) error {
+	st, err := s.Lifecycle(ctx)
 	if err != nil {
 		return err
 	}
-	if st.Active {
+	switch st.Status {
+	case StatusActive, "":
 		return nil
+	case StatusDeactivated:
+	default:
+		return fmt.Errorf("%w: %s to %s", ErrInvalidTransition, st.Status, StatusActive)
 	}
 	if err := s.checkDIDDocument(ctx, st.DID); err != nil {
 		return err
@@ -317,7 +320,7 @@ func (s *Service) Activate(ctx context.Context) error {
 		// Nothing was imported: the account starts with an empty
 		// repository, whose first commit announces it (#identity,
 		// #account, #commit, #sync) like a new account's.
-		if err := s.db.Update(func(tx *bolt.Tx) error { return s.auth.SetDeactivatedTx(tx, false) }); err != nil {
+		if err := s.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketServer).Delete(keyStatus) }); err != nil {
 			return err
 		}
 		s.creating = st.Handle
@@ -328,7 +331,10 @@ func (s *Service) Activate(ctx context.Context) error {
 		return nil
 	}
 	err = s.db.Update(func(tx *bolt.Tx) error {
-		if err := s.auth.SetDeactivatedTx(tx, false); err != nil {
+		if cur := statusTx(tx); cur != StatusDeactivated {
+			return fmt.Errorf("%w: %s to %s", ErrInvalidTransition, cur, StatusActive)
+		}
+		if err := tx.Bucket(bucketServer).Put(keyStatus, []byte(StatusActive)); err != nil {
 			return err
 		}
 		ev := s.cfg.Events
@@ -362,34 +368,16 @@ func (s *Service) crawl() {
 	}
 }
 
-// Deactivate deactivates the account (deactivateAccount): writes are
-// refused and others' reads answer RepoDeactivated until Activate; the
-// status and its #account event (active=false, status=deactivated) commit
-// together. deleteAfter is accepted as the reference accepts it (a hint;
-// nothing is deleted automatically). Deactivating a deactivated account
-// changes nothing.
-func (s *Service) Deactivate(ctx context.Context, deleteAfter time.Time) error {
-	st, err := s.Status(ctx)
-	if err != nil {
+// DeactivateAccount deactivates the account (deactivateAccount): writes
+// are refused and others' reads answer RepoDeactivated until
+// ActivateAccount; the status and its #account event (active=false,
+// status=deactivated) commit together (Deactivate). deleteAfter is accepted
+// as the reference accepts it (a hint; nothing is deleted automatically).
+func (s *Service) DeactivateAccount(ctx context.Context, deleteAfter time.Time) error {
+	if err := s.Deactivate(ctx); err != nil {
 		return err
 	}
-	if !st.Active {
-		return nil
-	}
-	err = s.db.Update(func(tx *bolt.Tx) error {
-		if err := s.auth.SetDeactivatedTx(tx, true); err != nil {
-			return err
-		}
-		if s.cfg.Events == nil {
-			return nil
-		}
-		_, err := s.cfg.Events.AppendAccount(tx, st.DID, false, "deactivated")
-		return err
-	})
-	if err != nil {
-		return err
-	}
-	s.cfg.Log.Info("account deactivated", "did", st.DID, "delete_after", deleteAfter)
+	s.cfg.Log.Info("account deactivated", "delete_after", deleteAfter)
 	return nil
 }
 
@@ -406,7 +394,7 @@ func (s *Service) Delete(ctx context.Context, did syntax.DID, password, token st
 	}
 	s.createMu.Lock()
 	defer s.createMu.Unlock()
-	st, err := s.Status(ctx)
+	st, err := s.Lifecycle(ctx)
 	if err != nil {
 		return err
 	}
@@ -433,6 +421,10 @@ func (s *Service) Delete(ctx context.Context, did syntax.DID, password, token st
 			return err
 		}
 		if err := tx.DeleteBucket(bucketPrefs); err != nil && !errors.Is(err, bolt.ErrBucketNotFound) {
+			return err
+		}
+		// The next account starts afresh: no status is left behind.
+		if err := tx.Bucket(bucketServer).Delete(keyStatus); err != nil {
 			return err
 		}
 		if s.cfg.Events == nil {

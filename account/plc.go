@@ -32,7 +32,7 @@ func (s *Service) SignPLCOperation(ctx context.Context, token string, ch identit
 	if s.cfg.Tokens == nil {
 		return nil, ErrNoTokenStore
 	}
-	st, err := s.Status(ctx)
+	st, err := s.Lifecycle(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -65,7 +65,7 @@ func (s *Service) SignPLCOperation(ctx context.Context, token string, ch identit
 // (submitPlcOperation, migration in), submits it to the directory, and
 // appends #identity (without a handle, as the reference does).
 func (s *Service) SubmitPLCOperation(ctx context.Context, op *didplc.RegularOp) error {
-	st, err := s.Status(ctx)
+	st, err := s.Lifecycle(ctx)
 	if err != nil {
 		return err
 	}

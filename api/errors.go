@@ -11,7 +11,9 @@ import (
 	"github.com/pdsbox/pds/account"
 	"github.com/pdsbox/pds/auth"
 	"github.com/pdsbox/pds/blobstore"
+	"github.com/pdsbox/pds/events"
 	"github.com/pdsbox/pds/identity"
+	"github.com/pdsbox/pds/mst"
 	"github.com/pdsbox/pds/repo"
 )
 
@@ -44,6 +46,18 @@ var errorTable = []struct {
 	name    string
 	message string
 }{
+	{repo.ErrInvalidCAR, 400, "InvalidRequest", ""},
+	{account.ErrAccountActive, 400, "InvalidRequest", ""},
+	{account.ErrDIDNotReady, 400, "InvalidRequest", ""},
+	{account.ErrDIDResolution, 400, "InvalidRequest", ""},
+	{account.ErrWrongDID, 400, "InvalidRequest", ""},
+	{account.ErrNoTokenStore, 501, "MethodNotImplemented", ""},
+	{identity.ErrInvalidPLCOperation, 400, "InvalidRequest", ""},
+	{auth.ErrEmailTokenExpired, 400, "ExpiredToken", "Token is expired"},
+	{auth.ErrEmailTokenInvalid, 400, "InvalidToken", "Token is invalid"},
+	{auth.ErrEmailTokenPurpose, 400, "InvalidRequest", ""},
+	{repo.ErrInvalidCAR, 400, "InvalidRequest", ""},
+	{repo.ErrWrongRepo, 400, "InvalidRequest", ""},
 	{repo.ErrInvalidSwap, 400, "InvalidSwap", ""},
 	{repo.ErrInvalidRecord, 400, "InvalidRequest", ""},
 	{repo.ErrInvalidWrite, 400, "InvalidRequest", ""},
@@ -75,6 +89,25 @@ var errorTable = []struct {
 	{blobstore.ErrTooLarge, 413, "PayloadTooLarge", "request entity too large"},
 	{blobstore.ErrBlobNotFound, 400, "BlobNotFound", ""},
 	{blobstore.ErrNotFound, 400, "BlobNotFound", "Blob not found"},
+	{account.ErrInvalidPreferences, 400, "InvalidRequest", ""},
+	{account.ErrAccountDeactivated, 400, "AccountDeactivated", "Account is deactivated"},
+	{account.ErrAccountTakendown, 401, "AccountTakedown", "Account has been taken down"},
+	{account.ErrAccountDeleted, 400, "AccountNotFound", "Account has been deleted"},
+	{account.ErrInvalidTransition, 400, "InvalidRequest", ""},
+	{auth.ErrServiceAuth, 401, "AuthRequired", ""},
+	{auth.ErrOtherCredential, 400, "InvalidToken", "Unexpected authorization type"},
+	{identity.ErrHandleNotFound, 400, "InvalidRequest", "Unable to resolve handle"},
+	{identity.ErrServiceNotFound, 400, "InvalidRequest", "could not resolve proxy did service url"},
+	{identity.ErrForbiddenTarget, 400, "InvalidRequest", ""},
+	{identity.ErrInvalidHostname, 400, "InvalidRequest", ""},
+	{identity.ErrInvalidEndpoint, 400, "InvalidRequest", ""},
+	{identity.ErrInvalidDID, 400, "InvalidRequest", ""},
+	{identity.ErrDIDNotFound, 400, "DidNotFound", "DID not found"},
+	{identity.ErrPLC, 502, "UpstreamFailure", ""},
+	{events.ErrFutureCursor, 400, "FutureCursor", "Cursor in the future."},
+	{events.ErrConsumerTooSlow, 400, "ConsumerTooSlow", "Stream consumer too slow"},
+	{events.ErrClosed, 503, "NotEnoughResources", "server shutting down"},
+	{mst.ErrInvalidKey, 400, "InvalidRequest", ""},
 	{context.DeadlineExceeded, 503, "InternalServerError", "request timed out"},
 }
 
@@ -87,9 +120,6 @@ func asXRPC(err error) *XRPCError {
 	var mbe *http.MaxBytesError
 	if errors.As(err, &mbe) {
 		return &XRPCError{Status: 413, Name: "PayloadTooLarge", Message: "request entity too large", Err: err}
-	}
-	if xe := migrationXRPC(err); xe != nil {
-		return xe
 	}
 	for _, m := range errorTable {
 		if errors.Is(err, m.err) {

@@ -22,41 +22,6 @@ import (
 // existing DID, importRepo, listMissingBlobs, checkAccountStatus,
 // activate/deactivate/deleteAccount, signPlcOperation, submitPlcOperation.
 
-// migrationErrors maps the lifecycle's domain errors to XRPC errors.
-var migrationErrors = []struct {
-	err     error
-	status  int
-	name    string
-	message string
-}{
-	{repo.ErrInvalidCAR, 400, "InvalidRequest", ""},
-	{account.ErrAccountDeactivated, 401, "AccountDeactivated", "Account is deactivated"},
-	{account.ErrAccountActive, 400, "InvalidRequest", ""},
-	{account.ErrDIDNotReady, 400, "InvalidRequest", ""},
-	{account.ErrDIDResolution, 400, "InvalidRequest", ""},
-	{account.ErrWrongDID, 400, "InvalidRequest", ""},
-	{account.ErrNoTokenStore, 501, "MethodNotImplemented", ""},
-	{identity.ErrInvalidPLCOperation, 400, "InvalidRequest", ""},
-	{identity.ErrInvalidDID, 400, "InvalidRequest", ""},
-	{auth.ErrEmailTokenExpired, 400, "ExpiredToken", "Token is expired"},
-	{auth.ErrEmailTokenInvalid, 400, "InvalidToken", "Token is invalid"},
-	{auth.ErrServiceAuth, 401, "AuthRequired", ""},
-}
-
-// migrationXRPC maps err with migrationErrors, or returns nil.
-func migrationXRPC(err error) *XRPCError {
-	for _, m := range migrationErrors {
-		if errors.Is(err, m.err) {
-			msg := m.message
-			if msg == "" {
-				msg = err.Error()
-			}
-			return &XRPCError{Status: m.status, Name: m.name, Message: msg, Err: err}
-		}
-	}
-	return nil
-}
-
 // DefaultMaxImportBytes bounds an importRepo body when Config does not.
 const DefaultMaxImportBytes = repo.DefaultImportMaxBytes
 
@@ -146,7 +111,7 @@ func (s *server) listMissingBlobs(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, s.log, err)
 		return
 	}
-	st, err := s.accounts.Status(r.Context())
+	st, err := s.accounts.Lifecycle(r.Context())
 	if err != nil {
 		writeError(w, r, s.log, err)
 		return
@@ -187,7 +152,7 @@ func (s *server) checkAccountStatus(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *server) activateAccount(w http.ResponseWriter, r *http.Request) {
-	if err := s.accounts.Activate(r.Context()); err != nil {
+	if err := s.accounts.ActivateAccount(r.Context()); err != nil {
 		writeError(w, r, s.log, err)
 		return
 	}
@@ -213,7 +178,7 @@ func (s *server) deactivateAccount(w http.ResponseWriter, r *http.Request) {
 		}
 		after = dt.Time()
 	}
-	if err := s.accounts.Deactivate(r.Context(), after); err != nil {
+	if err := s.accounts.DeactivateAccount(r.Context(), after); err != nil {
 		writeError(w, r, s.log, err)
 		return
 	}
@@ -301,10 +266,6 @@ func (s *server) submitPlcOperation(w http.ResponseWriter, r *http.Request) {
 // adminIssueToken issues a single-use token for the operator's CLI (pds
 // account plc-token) while the server holds the database. Admin only.
 func (s *server) adminIssueToken(w http.ResponseWriter, r *http.Request) {
-	if !s.isAdmin(r) {
-		writeError(w, r, s.log, xerr(http.StatusUnauthorized, "AuthRequired", "admin credentials required"))
-		return
-	}
 	purpose := auth.EmailTokenPurpose(r.URL.Query().Get("purpose"))
 	if purpose != auth.PurposePLCOperation && purpose != auth.PurposeDeleteAccount {
 		writeError(w, r, s.log, invalidRequest("purpose must be plc_operation or delete_account"))
@@ -322,8 +283,8 @@ func (s *server) adminIssueToken(w http.ResponseWriter, r *http.Request) {
 // repoUnavailable is the error of others' reads of a deactivated
 // repository, as the reference's assertRepoAvailability answers.
 func (s *server) repoUnavailable(ctx context.Context, did string) error {
-	st, err := s.accounts.Status(ctx)
-	if err != nil || st.Active || (st.DID.String() != did && st.Handle.String() != did) {
+	st, err := s.accounts.Lifecycle(ctx)
+	if err != nil || st.Status != account.StatusDeactivated || (st.DID.String() != did && st.Handle.String() != did) {
 		return nil
 	}
 	return xerr(http.StatusBadRequest, "RepoDeactivated", "Repo has been deactivated: %s", did)
@@ -364,22 +325,10 @@ func (s *server) requireAvailableRepo(next http.Handler) http.Handler {
 // listRepos.
 func (s *server) repoStatusFields(ctx context.Context, out map[string]any) {
 	out["active"] = true
-	if st, err := s.accounts.Status(ctx); err == nil && !st.Active {
+	if st, err := s.accounts.Status(ctx); err == nil && st != account.StatusActive && st != "" {
 		out["active"] = false
-		out["status"] = st.Status
+		out["status"] = string(st)
 	}
-}
-
-// refuseDeactivated refuses repository writes while the account is
-// deactivated (401 AccountDeactivated, as the reference answers).
-func (s *server) refuseDeactivated(next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if st, err := s.accounts.Status(r.Context()); err == nil && !st.Active {
-			writeError(w, r, s.log, account.ErrAccountDeactivated)
-			return
-		}
-		next.ServeHTTP(w, r)
-	})
 }
 
 var _ io.Reader = (*bodyReader)(nil)

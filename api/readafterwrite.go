@@ -98,9 +98,9 @@ func writeRaw(w http.ResponseWriter, resp *http.Response, raw []byte) {
 
 // localSince collects the account's posts and profile written after rev.
 func (s *server) localSince(r *http.Request, rev string) (*localState, bool) {
-	claims := claimsFrom(r.Context())
+	p := principalFrom(r.Context())
 	rp, err := s.accounts.Repo()
-	if err != nil || claims == nil || claims.DID != rp.DID() {
+	if err != nil || p == nil || p.DID != rp.DID() {
 		return nil, false
 	}
 	recs, ok, err := rp.RecordsSince(rev, rawCollections, 10)

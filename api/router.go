@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -61,6 +62,9 @@ type Deps struct {
 	Resolver *identity.Resolver
 	Lexicons lexicon.Catalog
 	Log      *slog.Logger
+	// Verifiers are asked for a request's principal before the built-in
+	// ones (service JWT, session JWT, admin Basic): OAuth plugs in here.
+	Verifiers []auth.Verifier
 	// LoginByIP and LoginByIdentifier bound createSession attempts; nil
 	// limiters get the defaults (30 per 5 minutes).
 	LoginByIP, LoginByIdentifier *auth.RateLimiter
@@ -81,6 +85,8 @@ type server struct {
 	upstream *http.Client      // proxied calls, behind the SSRF guard
 	local    map[string]string // local XRPC method → its HTTP method
 	mux      http.Handler      // the router, for HEAD of GET routes
+	// verifiers are asked in order for a request's principal (requireAuth).
+	verifiers []auth.Verifier
 	// subscribers counts open subscribeRepos connections.
 	subscribers atomic.Int64
 	// handleLimit bounds handle updates (the reference: 10 per 5 minutes).
@@ -112,8 +118,9 @@ func NewRouter(d Deps) http.Handler {
 	if s.loginID == nil {
 		s.loginID = auth.NewRateLimiter(30, 5*time.Minute, nil)
 	}
-	full := s.requireAuth(accessFull)
-	std := s.requireAuth(accessAny)
+	s.verifiers = append(slices.Clone(d.Verifiers), s.defaultVerifiers()...)
+	// need is the permission a route declares; routes without it are public.
+	need := s.requireAuth
 
 	r := chi.NewRouter()
 	r.Use(recoverPanics(s.log), logRequests(s.log), cors)
@@ -123,49 +130,50 @@ func NewRouter(d Deps) http.Handler {
 	r.Get("/xrpc/_health", s.health)
 	r.Get("/.well-known/atproto-did", s.atprotoDID)
 	r.Get("/.well-known/did.json", s.didJSON)
-	r.Post("/admin/token", s.adminIssueToken)
 
 	// com.atproto.server
 	r.Get("/xrpc/com.atproto.server.describeServer", s.describeServer)
 	r.Post("/xrpc/com.atproto.server.createAccount", s.createAccount)
 	r.Post("/xrpc/com.atproto.server.createSession", s.createSession)
 	r.Post("/xrpc/com.atproto.server.refreshSession", s.refreshSession)
-	r.With(std).Get("/xrpc/com.atproto.server.getSession", s.getSession)
+	r.With(need(auth.PermAccountRead)).Get("/xrpc/com.atproto.server.getSession", s.getSession)
 	r.Post("/xrpc/com.atproto.server.deleteSession", s.deleteSession)
-	r.With(full).Post("/xrpc/com.atproto.server.createAppPassword", s.createAppPassword)
-	r.With(full).Get("/xrpc/com.atproto.server.listAppPasswords", s.listAppPasswords)
-	r.With(full).Post("/xrpc/com.atproto.server.revokeAppPassword", s.revokeAppPassword)
-	r.With(std).Get("/xrpc/com.atproto.server.checkAccountStatus", s.checkAccountStatus)
-	r.With(full).Post("/xrpc/com.atproto.server.activateAccount", s.activateAccount)
-	r.With(full).Post("/xrpc/com.atproto.server.deactivateAccount", s.deactivateAccount)
+	r.With(need(auth.PermAccountManage)).Post("/xrpc/com.atproto.server.createAppPassword", s.createAppPassword)
+	r.With(need(auth.PermAccountManage)).Get("/xrpc/com.atproto.server.listAppPasswords", s.listAppPasswords)
+	r.With(need(auth.PermAccountManage)).Post("/xrpc/com.atproto.server.revokeAppPassword", s.revokeAppPassword)
+	r.With(need(auth.PermAccountRead)).Get("/xrpc/com.atproto.server.checkAccountStatus", s.checkAccountStatus)
+	r.With(need(auth.PermAccountManage)).Post("/xrpc/com.atproto.server.activateAccount", s.activateAccount)
+	r.With(need(auth.PermAccountManage)).Post("/xrpc/com.atproto.server.deactivateAccount", s.deactivateAccount)
 	r.Post("/xrpc/com.atproto.server.deleteAccount", s.deleteAccount)
+	// The operator's CLI (pds account plc-token) while the server runs.
+	r.With(need(auth.PermAdmin)).Post("/admin/token", s.adminIssueToken)
 
 	// com.atproto.repo
-	r.With(std, s.refuseDeactivated).Post("/xrpc/com.atproto.repo.createRecord", procedure(s, maxRecordBody, s.doCreateRecord))
-	r.With(std, s.refuseDeactivated).Post("/xrpc/com.atproto.repo.putRecord", procedure(s, maxRecordBody, s.doPutRecord))
-	r.With(std, s.refuseDeactivated).Post("/xrpc/com.atproto.repo.deleteRecord", procedure(s, maxJSONBody, s.doDeleteRecord))
-	r.With(std, s.refuseDeactivated).Post("/xrpc/com.atproto.repo.applyWrites", procedure(s, maxRecordBody, s.doApplyWrites))
+	r.With(need(auth.PermRepoWrite)).Post("/xrpc/com.atproto.repo.createRecord", procedure(s, maxRecordBody, s.doCreateRecord))
+	r.With(need(auth.PermRepoWrite)).Post("/xrpc/com.atproto.repo.putRecord", procedure(s, maxRecordBody, s.doPutRecord))
+	r.With(need(auth.PermRepoWrite)).Post("/xrpc/com.atproto.repo.deleteRecord", procedure(s, maxJSONBody, s.doDeleteRecord))
+	r.With(need(auth.PermRepoWrite)).Post("/xrpc/com.atproto.repo.applyWrites", procedure(s, maxRecordBody, s.doApplyWrites))
 	r.With(s.requireAvailableRepo).Get("/xrpc/com.atproto.repo.getRecord", s.getRecord)
 	r.With(s.requireAvailableRepo).Get("/xrpc/com.atproto.repo.listRecords", s.listRecords)
 	r.With(s.requireAvailableRepo).Get("/xrpc/com.atproto.repo.describeRepo", s.describeRepo)
-	r.With(full).Post("/xrpc/com.atproto.repo.importRepo", s.importRepo)
-	r.With(std).Get("/xrpc/com.atproto.repo.listMissingBlobs", s.listMissingBlobs)
-	r.With(s.requireAuthOrService("com.atproto.repo.uploadBlob")).Post("/xrpc/com.atproto.repo.uploadBlob", s.uploadBlob)
+	r.With(need(auth.PermBlobWrite)).Post("/xrpc/com.atproto.repo.uploadBlob", s.uploadBlob)
+	r.With(need(auth.PermAccountManage)).Post("/xrpc/com.atproto.repo.importRepo", s.importRepo)
+	r.With(need(auth.PermAccountRead)).Get("/xrpc/com.atproto.repo.listMissingBlobs", s.listMissingBlobs)
 
 	// com.atproto.identity
 	r.Get("/xrpc/com.atproto.identity.resolveHandle", s.resolveHandle)
 	r.Get("/xrpc/com.atproto.identity.resolveDid", s.resolveDid)
-	r.With(full).Post("/xrpc/com.atproto.identity.updateHandle", s.updateHandle)
-	r.With(std).Get("/xrpc/com.atproto.identity.getRecommendedDidCredentials", s.getRecommendedDidCredentials)
-	r.With(full).Post("/xrpc/com.atproto.identity.signPlcOperation", s.signPlcOperation)
-	r.With(std).Post("/xrpc/com.atproto.identity.submitPlcOperation", s.submitPlcOperation)
-	r.With(std).Get("/xrpc/com.atproto.server.getServiceAuth", s.getServiceAuth)
+	r.With(need(auth.PermIdentityHandle)).Post("/xrpc/com.atproto.identity.updateHandle", s.updateHandle)
+	r.With(need(auth.PermAccountRead)).Get("/xrpc/com.atproto.identity.getRecommendedDidCredentials", s.getRecommendedDidCredentials)
+	r.With(need(auth.PermIdentityPLC)).Post("/xrpc/com.atproto.identity.signPlcOperation", s.signPlcOperation)
+	r.With(need(auth.PermIdentityPLC)).Post("/xrpc/com.atproto.identity.submitPlcOperation", s.submitPlcOperation)
+	r.With(need(auth.PermRPC)).Get("/xrpc/com.atproto.server.getServiceAuth", s.getServiceAuth)
 
 	// app.bsky served here; the rest is proxied
-	r.With(std).Get("/xrpc/app.bsky.actor.getPreferences", s.getPreferences)
-	r.With(std).Post("/xrpc/app.bsky.actor.putPreferences", s.putPreferences)
-	r.With(std).Get("/xrpc/app.bsky.feed.getFeed", s.getFeed)
-	r.With(std).Post("/xrpc/app.bsky.notification.registerPush", s.registerPush)
+	r.With(need(auth.PermPreferences)).Get("/xrpc/app.bsky.actor.getPreferences", s.getPreferences)
+	r.With(need(auth.PermPreferences)).Post("/xrpc/app.bsky.actor.putPreferences", s.putPreferences)
+	r.With(need(auth.PermRPC)).Get("/xrpc/app.bsky.feed.getFeed", s.getFeed)
+	r.With(need(auth.PermRPC)).Post("/xrpc/app.bsky.notification.registerPush", s.registerPush)
 
 	// com.atproto.sync
 	r.Get("/xrpc/com.atproto.sync.subscribeRepos", s.subscribeRepos)

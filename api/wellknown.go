@@ -55,3 +55,12 @@ func (s *server) didJSON(w http.ResponseWriter, r *http.Request) {
 	}
 	writeJSON(w, http.StatusOK, identity.DIDWebDocument(acct.DID, acct.Handle, pub, s.cfg.PublicURL))
 }
+
+// hostOf is the request's host name without port, lower-cased.
+func hostOf(r *http.Request) string {
+	h := r.Host
+	if i := strings.LastIndexByte(h, ':'); i >= 0 && !strings.Contains(h[i:], "]") {
+		h = h[:i]
+	}
+	return strings.ToLower(strings.TrimSuffix(h, "."))
+}

@@ -46,7 +46,7 @@ func TestCreateAccount(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if acct.DID != testDID || acct.Handle != testHandle || acct.Email != testEmail || !acct.CreatedAt.Equal(clk.Now()) || acct.Deactivated {
+	if acct.DID != testDID || acct.Handle != testHandle || acct.Email != testEmail || !acct.CreatedAt.Equal(clk.Now()) {
 		t.Errorf("Account = %+v", acct)
 	}
 

@@ -14,8 +14,8 @@ import (
 
 // MaxAppPasswordNameLength bounds an app password name (in characters,
 // after trimming). The reference PDS sets no limit; the Bluesky app asks for
-// at most 32.
-const MaxAppPasswordNameLength = 256
+// at most 32; this server took 100 (the api's former limit) as its one rule.
+const MaxAppPasswordNameLength = 100
 
 // AppPassword is an app password as createAppPassword and listAppPasswords
 // report it.

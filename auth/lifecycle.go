@@ -11,18 +11,6 @@ import (
 	bolterrors "go.etcd.io/bbolt/errors"
 )
 
-// SetDeactivatedTx sets the account's deactivated status inside the
-// caller's write transaction, so that the change and its #account event
-// commit together. It returns ErrNoAccount without an account.
-func (s *Store) SetDeactivatedTx(tx *bolt.Tx, deactivated bool) error {
-	r, err := getAccount(tx)
-	if err != nil {
-		return err
-	}
-	r.Deactivated = deactivated
-	return putAccount(tx, r)
-}
-
 // VerifyAccountPassword checks the account password (not an app password),
 // as deleteAccount requires; any mismatch is ErrInvalidLogin. Like Login it
 // takes at least Config.MinLoginDuration.

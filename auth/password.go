@@ -99,8 +99,9 @@ func generateAppPassword() (string, error) {
 	return b.String(), nil
 }
 
-// validNewPassword checks the length limits of a new account password.
-func validNewPassword(password string) error {
+// ValidatePassword checks the length rule of a new account password (1 to
+// MaxPasswordLength characters): the one place it is defined.
+func ValidatePassword(password string) error {
 	if n := utf8.RuneCountInString(password); n == 0 || n > MaxPasswordLength {
 		return fmt.Errorf("%w: must be 1 to %d characters", ErrInvalidPassword, MaxPasswordLength)
 	}

@@ -51,8 +51,8 @@ type Account struct {
 	Email  string
 	// CreatedAt is set by CreateAccount when zero.
 	CreatedAt time.Time
-	// Deactivated is the account status (deactivateAccount).
-	Deactivated bool
+	// The account's status (active, deactivated, ...) is the account
+	// package's (account.Status), not a credential.
 }
 
 // Store keeps the account, its credentials and its sessions in bbolt buckets
@@ -108,7 +108,6 @@ type accountRecord struct {
 	Handle       string    `json:"handle"`
 	Email        string    `json:"email,omitempty"`
 	CreatedAt    time.Time `json:"createdAt"`
-	Deactivated  bool      `json:"deactivated,omitempty"`
 	PasswordHash string    `json:"passwordHash"`
 	// TokensNotBefore (unix seconds) rejects access tokens issued before the
 	// last password change (SetPassword); 0 means no such bound.
@@ -117,11 +116,10 @@ type accountRecord struct {
 
 func (r *accountRecord) account() *Account {
 	return &Account{
-		DID:         syntax.DID(r.DID),
-		Handle:      syntax.Handle(r.Handle),
-		Email:       r.Email,
-		CreatedAt:   r.CreatedAt,
-		Deactivated: r.Deactivated,
+		DID:       syntax.DID(r.DID),
+		Handle:    syntax.Handle(r.Handle),
+		Email:     r.Email,
+		CreatedAt: r.CreatedAt,
 	}
 }
 
@@ -161,7 +159,7 @@ func (s *Store) CreateAccount(ctx context.Context, acct Account, password string
 	if acct.DID == "" || acct.Handle == "" {
 		return fmt.Errorf("%w: DID and handle are required", ErrInvalidAccount)
 	}
-	if err := validNewPassword(password); err != nil {
+	if err := ValidatePassword(password); err != nil {
 		return err
 	}
 	hash, err := hashPassword(password)
@@ -176,7 +174,6 @@ func (s *Store) CreateAccount(ctx context.Context, acct Account, password string
 		Handle:       acct.Handle.Normalize().String(),
 		Email:        strings.ToLower(acct.Email),
 		CreatedAt:    acct.CreatedAt.UTC(),
-		Deactivated:  acct.Deactivated,
 		PasswordHash: hash,
 	}
 	return s.db.Update(func(tx *bolt.Tx) error {
@@ -240,7 +237,7 @@ func (s *Store) SetPassword(ctx context.Context, password string) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	if err := validNewPassword(password); err != nil {
+	if err := ValidatePassword(password); err != nil {
 		return err
 	}
 	hash, err := hashPassword(password)

@@ -5,7 +5,6 @@ import (
 	"crypto/rand"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -45,43 +44,15 @@ func (s *testServer) call(t *testing.T, method, nsid, token string, query string
 
 func (s *testServer) callRaw(t *testing.T, method, nsid, token, query string, body any, contentType string) (int, []byte, http.Header) {
 	t.Helper()
-	var rd io.Reader
-	switch b := body.(type) {
-	case nil:
-	case []byte:
-		rd = bytes.NewReader(b)
-	default:
-		j, err := json.Marshal(b)
-		if err != nil {
-			t.Fatal(err)
-		}
-		rd = bytes.NewReader(j)
-		contentType = "application/json"
-	}
 	u := s.URL + "/xrpc/" + nsid
 	if query != "" {
 		u += "?" + query
 	}
-	req, err := http.NewRequest(method, u, rd)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if contentType != "" {
-		req.Header.Set("Content-Type", contentType)
-	}
+	authz := ""
 	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
+		authz = "Bearer " + token
 	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	raw, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return resp.StatusCode, raw, resp.Header
+	return testpds.Request(t, method, u, authz, body, contentType)
 }
 
 func wantStatus(t *testing.T, what string, status int, out map[string]any, want int, wantErr string) {

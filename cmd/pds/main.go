@@ -1,4 +1,28 @@
 // Command pds is a single-user atproto Personal Data Server.
+//
+// # Storage map
+//
+// pds opens one bbolt file, <data>/pds.db (app.go), so that a commit, its
+// blob references and its firehose event are one transaction. Each bucket
+// has one owning package; no other package reads or writes it.
+//
+//	bucket               key                      value                                      owner
+//	blocks               CID bytes                rev | refcount (uint32 BE) | block bytes   repo
+//	records              collection/rkey          record CID bytes                           repo
+//	recent_writes        rev | path               empty (read-after-write log)               repo
+//	repo_meta            "did" "commit" "rev" "data"  the head                               repo
+//	blobs                CID string               JSON metadata (mime, size, times, refs)    blobstore
+//	blob_refs            collection/rkey          CID bytes of the blobs the record uses     blobstore
+//	events               seq (uint64 BE)          time (unix ns, 8 bytes) | wire frame       events
+//	auth_account         "account"                JSON: DID, handle, email, password hash    auth
+//	auth_app_passwords   name                     JSON app password record (hash, id)        auth
+//	auth_refresh_tokens  jti                      JSON refresh token record                  auth
+//	server_meta          "invite_code"            the invite code                            account
+//	server_meta          "account_status"         account.Status ("active" when absent)      account
+//	account_prefs        "app.bsky"               JSON preferences array                     account
+//
+// Outside the file: <data>/repo-signing-key.hex (account, 0600), the blob
+// files under the blob directory (blobstore), and the secrets of config.go.
 package main
 
 import (

@@ -1,57 +1,10 @@
 package api
 
 import (
-	"errors"
-	"io"
 	"net/http"
-	"strings"
 
 	"github.com/ipfs/go-cid"
-	"github.com/pdsbox/pds/blobstore"
 )
-
-func (s *server) uploadBlob(w http.ResponseWriter, r *http.Request) {
-	if s.cfg.BlobUploadLimit > 0 && r.ContentLength > s.cfg.BlobUploadLimit {
-		writeError(w, r, s.log, xerr(http.StatusRequestEntityTooLarge, "PayloadTooLarge", "request entity too large"))
-		return
-	}
-	if _, err := s.accounts.Repo(); err != nil {
-		writeError(w, r, s.log, err)
-		return
-	}
-	// The blob store stops reading at its size limit; the body is streamed.
-	body := &bodyReader{r: r.Body}
-	info, err := s.blobs.Upload(r.Context(), body, r.Header.Get("Content-Type"))
-	if err != nil && body.err != nil && !errors.Is(err, blobstore.ErrTooLarge) {
-		// A body cut short or badly chunked is the client's fault.
-		err = &XRPCError{Status: http.StatusBadRequest, Name: "InvalidRequest", Message: "request body could not be read", Err: err}
-	}
-	if err != nil {
-		writeError(w, r, s.log, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, map[string]any{"blob": map[string]any{
-		"$type":    "blob",
-		"ref":      map[string]string{"$link": info.CID.String()},
-		"mimeType": info.MimeType,
-		"size":     info.Size,
-	}})
-}
-
-// bodyReader remembers the error of reading a request body, so that an
-// upload that fails because of it is told apart from a server failure.
-type bodyReader struct {
-	r   io.Reader
-	err error
-}
-
-func (b *bodyReader) Read(p []byte) (int, error) {
-	n, err := b.r.Read(p)
-	if err != nil && err != io.EOF {
-		b.err = err
-	}
-	return n, err
-}
 
 // ourDID checks the did parameter of sync methods against the account.
 func (s *server) ourDID(did string) error {
@@ -120,13 +73,4 @@ func (s *server) listBlobs(w http.ResponseWriter, r *http.Request) {
 		out["cursor"] = next
 	}
 	writeJSON(w, http.StatusOK, out)
-}
-
-// hostOf is the request's host name without port, lower-cased.
-func hostOf(r *http.Request) string {
-	h := r.Host
-	if i := strings.LastIndexByte(h, ':'); i >= 0 && !strings.Contains(h[i:], "]") {
-		h = h[:i]
-	}
-	return strings.ToLower(strings.TrimSuffix(h, "."))
 }

@@ -43,7 +43,7 @@ func (s *server) writableRepo(r *http.Request, ident string) (*repo.Repo, error)
 		}
 		return nil, err
 	}
-	if c := claimsFrom(r.Context()); c == nil || c.DID != rp.DID() {
+	if p := principalFrom(r.Context()); p == nil || p.DID != rp.DID() {
 		return nil, xerr(http.StatusForbidden, "AuthRequired", "the token's account does not own this repo")
 	}
 	return rp, nil

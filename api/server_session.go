@@ -1,0 +1,129 @@
+package api
+
+import (
+	"net/http"
+	"strings"
+
+	"github.com/pdsbox/pds/account"
+	"github.com/pdsbox/pds/auth"
+)
+
+type createAccountInput struct {
+	Email      string `json:"email"`
+	Handle     string `json:"handle"`
+	DID        string `json:"did"`
+	InviteCode string `json:"inviteCode"`
+	Password   string `json:"password"`
+	PLCOp      any    `json:"plcOp"`
+}
+
+// sessionOutput is the answer of createAccount, createSession and
+// refreshSession.
+func (s *server) sessionOutput(sess *auth.Session) map[string]any {
+	out := map[string]any{
+		"accessJwt":       sess.AccessJWT,
+		"refreshJwt":      sess.RefreshJWT,
+		"handle":          sess.Handle.String(),
+		"did":             sess.DID.String(),
+		"emailConfirmed":  false,
+		"emailAuthFactor": false,
+		"active":          true,
+	}
+	if sess.Email != "" {
+		out["email"] = sess.Email
+	}
+	return out
+}
+
+type createSessionInput struct {
+	Identifier      string `json:"identifier"`
+	Password        string `json:"password"`
+	AuthFactorToken string `json:"authFactorToken"`
+	AllowTakendown  bool   `json:"allowTakendown"`
+}
+
+func (s *server) createSession(w http.ResponseWriter, r *http.Request) {
+	var in createSessionInput
+	if err := decodeJSON(w, r, maxJSONBody, &in); err != nil {
+		writeError(w, r, s.log, err)
+		return
+	}
+	if in.Identifier == "" || in.Password == "" {
+		writeError(w, r, s.log, invalidRequest("identifier and password are required"))
+		return
+	}
+	ident := strings.ToLower(strings.TrimSpace(in.Identifier))
+	if err := rateLimit(w, limitCheck{s.loginIP, s.clientIP(r)}, limitCheck{s.loginID, ident}); err != nil {
+		writeError(w, r, s.log, err)
+		return
+	}
+	sess, err := s.auth.Login(r.Context(), in.Identifier, in.Password)
+	if err != nil {
+		writeError(w, r, s.log, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, s.sessionOutput(sess))
+}
+
+func (s *server) refreshSession(w http.ResponseWriter, r *http.Request) {
+	tok, ok := bearer(r)
+	if !ok {
+		writeError(w, r, s.log, errAuthMissing)
+		return
+	}
+	sess, err := s.auth.Refresh(r.Context(), tok)
+	if err != nil {
+		writeError(w, r, s.log, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, s.sessionOutput(sess))
+}
+
+func (s *server) getSession(w http.ResponseWriter, r *http.Request) {
+	p := principalFrom(r.Context())
+	acct, err := s.auth.Account(r.Context())
+	if err != nil {
+		writeError(w, r, s.log, err)
+		return
+	}
+	st, err := s.accounts.Status(r.Context())
+	if err != nil {
+		writeError(w, r, s.log, err)
+		return
+	}
+	out := map[string]any{
+		"handle":          acct.Handle.String(),
+		"did":             acct.DID.String(),
+		"emailConfirmed":  false,
+		"emailAuthFactor": false,
+		"active":          st == account.StatusActive,
+	}
+	if st != account.StatusActive {
+		out["status"] = string(st)
+	}
+	if acct.Email != "" && p.Can(auth.PermAccountEmail) {
+		out["email"] = acct.Email
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (s *server) deleteSession(w http.ResponseWriter, r *http.Request) {
+	tok, ok := bearer(r)
+	if !ok {
+		writeError(w, r, s.log, errAuthMissing)
+		return
+	}
+	if err := s.auth.RevokeSession(r.Context(), tok); err != nil {
+		writeError(w, r, s.log, err)
+		return
+	}
+	w.WriteHeader(http.StatusOK)
+}
+
+type appPasswordInput struct {
+	Name       string `json:"name"`
+	Privileged bool   `json:"privileged"`
+}
+
+// timeFormat is the atproto datetime format the reference answers with.
+const timeFormat = "2006-01-02T15:04:05.000Z"
