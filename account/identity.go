@@ -2,7 +2,6 @@ package account
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -96,57 +95,3 @@ func (s *Service) UpdateHandle(ctx context.Context, raw string) (syntax.Handle, 
 
 // ErrDIDUpdate: the PLC directory refused or could not be reached.
 var ErrDIDUpdate = errors.New("could not update the DID document")
-
-var bucketPrefs = []byte("account_prefs")
-
-const prefsKey = "app.bsky"
-
-// MaxPreferencesBytes bounds the stored preferences.
-const MaxPreferencesBytes = 256 << 10
-
-// Preferences returns the stored app.bsky preferences (a JSON array of
-// objects each with $type), or an empty list.
-func (s *Service) Preferences() ([]json.RawMessage, error) {
-	var out []json.RawMessage
-	err := s.db.View(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketPrefs)
-		if b == nil {
-			return nil
-		}
-		v := b.Get([]byte(prefsKey))
-		if v == nil {
-			return nil
-		}
-		return json.Unmarshal(v, &out)
-	})
-	if out == nil {
-		out = []json.RawMessage{}
-	}
-	return out, err
-}
-
-// PutPreferences replaces the app.bsky preferences.
-func (s *Service) PutPreferences(prefs []json.RawMessage) error {
-	v, err := json.Marshal(prefs)
-	if err != nil {
-		return err
-	}
-	if len(v) > MaxPreferencesBytes {
-		return fmt.Errorf("%w: preferences over %d bytes", ErrInvalidPreferences, MaxPreferencesBytes)
-	}
-	return s.db.Update(func(tx *bolt.Tx) error {
-		// A deactivated account migrating in brings its preferences, as
-		// the reference allows (ActionImport).
-		if err := statusTx(tx).Allows(ActionImport); err != nil {
-			return err
-		}
-		b, err := tx.CreateBucketIfNotExists(bucketPrefs)
-		if err != nil {
-			return err
-		}
-		return b.Put([]byte(prefsKey), v)
-	})
-}
-
-// ErrInvalidPreferences: preferences that are too large.
-var ErrInvalidPreferences = errors.New("invalid preferences")

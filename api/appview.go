@@ -19,6 +19,10 @@ func (s *server) getFeed(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, s.log, invalidRequest("Invalid feed: %s", feed))
 		return
 	}
+	if err := scopedRPC(r, "app.bsky.feed.getFeed", s.proxyAud(r, "app.bsky.feed.getFeed")); err != nil {
+		writeError(w, r, s.log, err)
+		return
+	}
 	target, err := s.proxyTarget(r.Context(), r, "app.bsky.feed.getFeed")
 	if err != nil {
 		writeError(w, r, s.log, err)
@@ -65,7 +69,7 @@ func (s *server) registerPush(w http.ResponseWriter, r *http.Request) {
 		ServiceDID string `json:"serviceDid"`
 	}
 	if err := json.Unmarshal(body, &in); err != nil {
-		writeError(w, r, s.log, invalidRequest("Invalid JSON body: %v", err))
+		writeError(w, r, s.log, describeJSONError(err))
 		return
 	}
 	did, err := syntax.ParseDID(in.ServiceDID)
@@ -74,6 +78,14 @@ func (s *server) registerPush(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	nsid := strings.TrimPrefix(r.URL.Path, "/xrpc/")
+	aud := did.String() + "#bsky_notif"
+	if did.String() == s.cfg.AppView.DID {
+		aud = s.appViewAud()
+	}
+	if err := scopedRPC(r, nsid, aud); err != nil {
+		writeError(w, r, s.log, err)
+		return
+	}
 	target := s.cfg.AppView
 	if did.String() != s.cfg.AppView.DID {
 		if s.resolver == nil {

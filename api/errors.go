@@ -13,6 +13,7 @@ import (
 	"github.com/pdsbox/pds/blobstore"
 	"github.com/pdsbox/pds/events"
 	"github.com/pdsbox/pds/identity"
+	"github.com/pdsbox/pds/mail"
 	"github.com/pdsbox/pds/mst"
 	"github.com/pdsbox/pds/repo"
 )
@@ -89,6 +90,14 @@ var errorTable = []struct {
 	{blobstore.ErrTooLarge, 413, "PayloadTooLarge", "request entity too large"},
 	{blobstore.ErrBlobNotFound, 400, "BlobNotFound", ""},
 	{blobstore.ErrNotFound, 400, "BlobNotFound", "Blob not found"},
+	{auth.ErrEmailMismatch, 400, "InvalidRequest", "invalid email"},
+	{account.ErrNoEmail, 400, "InvalidRequest", ""},
+	{account.ErrEmailTokenRequired, 400, "TokenRequired", ""},
+	{account.ErrEmailAuthFactorUnsupported, 400, "InvalidRequest", ""},
+	{account.ErrMailNotConfigured, 400, "InvalidRequest", ""},
+	{mail.ErrInvalidAddress, 400, "InvalidRequest", ""},
+	{mail.ErrInvalidMessage, 400, "InvalidRequest", ""},
+	{account.ErrInvalidSubject, 400, "InvalidRequest", ""},
 	{account.ErrInvalidPreferences, 400, "InvalidRequest", ""},
 	{account.ErrAccountDeactivated, 400, "AccountDeactivated", "Account is deactivated"},
 	{account.ErrAccountTakendown, 401, "AccountTakedown", "Account has been taken down"},
@@ -136,11 +145,19 @@ func asXRPC(err error) *XRPCError {
 // writeError answers err as an XRPC error. Server errors are logged with
 // their cause; client errors are not (they are in the request log).
 func writeError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err error) {
-	xe := asXRPC(err)
+	xe := oauthErrorHeaders(w, err)
+	if xe == nil {
+		xe = asXRPC(err)
+	}
 	if xe.Status >= 500 {
 		log.ErrorContext(r.Context(), "request failed", "method", r.URL.Path, "status", xe.Status, "err", err)
 	}
-	writeJSON(w, xe.Status, map[string]string{"error": xe.Name, "message": xe.Message})
+	body := map[string]string{"error": xe.Name, "message": xe.Message}
+	if xe.Status == http.StatusRequestEntityTooLarge {
+		answerTooLarge(w, r, xe.Status, body)
+		return
+	}
+	writeJSON(w, xe.Status, body)
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

@@ -15,6 +15,7 @@ import (
 	"github.com/pdsbox/pds/blobstore"
 	"github.com/pdsbox/pds/events"
 	"github.com/pdsbox/pds/identity"
+	"github.com/pdsbox/pds/mail"
 	"github.com/pdsbox/pds/mst"
 	"github.com/pdsbox/pds/repo"
 )
@@ -44,6 +45,17 @@ var knownErrors = map[string]error{
 	"auth.ErrEmailTokenInvalid":       auth.ErrEmailTokenInvalid,
 	"auth.ErrEmailTokenPurpose":       auth.ErrEmailTokenPurpose,
 	"identity.ErrInvalidPLCOperation": identity.ErrInvalidPLCOperation,
+
+	"account.ErrNoEmail":                    account.ErrNoEmail,
+	"account.ErrEmailTokenRequired":         account.ErrEmailTokenRequired,
+	"account.ErrEmailAuthFactorUnsupported": account.ErrEmailAuthFactorUnsupported,
+	"account.ErrMailNotConfigured":          account.ErrMailNotConfigured,
+	"account.ErrInvalidSubject":             account.ErrInvalidSubject,
+	"auth.ErrEmailMismatch":                 auth.ErrEmailMismatch,
+	"mail.ErrConfig":                        mail.ErrConfig,
+	"mail.ErrInvalidAddress":                mail.ErrInvalidAddress,
+	"mail.ErrInvalidMessage":                mail.ErrInvalidMessage,
+	"mail.ErrPermanent":                     mail.ErrPermanent,
 
 	"auth.ErrNoAccount":              auth.ErrNoAccount,
 	"auth.ErrAccountExists":          auth.ErrAccountExists,
@@ -105,6 +117,10 @@ var serverFaults = map[string]bool{
 	"mst.ErrBlockNotFound": true,
 	"mst.ErrMalformedNode": true,
 	"mst.ErrStopWalk":      true,
+	// Configuration and programming errors of the mail side.
+	"mail.ErrConfig":            true,
+	"mail.ErrPermanent":         true,
+	"auth.ErrEmailTokenPurpose": true,
 }
 
 // exportedErrors parses the module's packages and returns "pkg.ErrName" of

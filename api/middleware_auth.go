@@ -11,6 +11,7 @@ import (
 	"github.com/bluesky-social/indigo/atproto/syntax"
 	"github.com/pdsbox/pds/account"
 	"github.com/pdsbox/pds/auth"
+	"github.com/pdsbox/pds/oauth"
 )
 
 type ctxKey int
@@ -54,6 +55,10 @@ func (s *server) defaultVerifiers() []auth.Verifier {
 func (s *server) requireAuth(need auth.Permission) func(http.Handler) http.Handler {
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if s.oauth != nil && oauth.IsDPoP(r) {
+				// Every answer to a DPoP request carries the current nonce.
+				w.Header().Set("DPoP-Nonce", s.oauth.Nonce())
+			}
 			p, err := s.authenticate(r, need)
 			if err != nil {
 				writeError(w, r, s.log, err)
@@ -67,6 +72,10 @@ func (s *server) requireAuth(need auth.Permission) func(http.Handler) http.Handl
 					return
 				}
 			}
+			if !p.Can(need) && p.Kind == auth.KindOAuth {
+				writeError(w, r, s.log, scopeMissing(need))
+				return
+			}
 			if !p.Can(need) {
 				writeError(w, r, s.log, xerr(http.StatusBadRequest, "InvalidToken", "Bad token scope"))
 				return
@@ -74,6 +83,10 @@ func (s *server) requireAuth(need auth.Permission) func(http.Handler) http.Handl
 			if p.Kind != auth.KindService {
 				w.Header().Set("Cache-Control", "private")
 				w.Header().Add("Vary", "Authorization")
+			}
+			if err := s.paramsAfterAuth(r); err != nil {
+				writeError(w, r, s.log, err)
+				return
 			}
 			next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), principalKey, p)))
 		})

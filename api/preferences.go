@@ -3,8 +3,8 @@ package api
 import (
 	"encoding/json"
 	"net/http"
-	"strings"
 
+	"github.com/pdsbox/pds/account"
 	"github.com/pdsbox/pds/auth"
 )
 
@@ -13,34 +13,35 @@ func (s *server) getPreferences(w http.ResponseWriter, r *http.Request) {
 		s.proxy(w, r)
 		return
 	}
-	prefs, err := s.accounts.Preferences()
+	if err := scopedRPC(r, "app.bsky.actor.getPreferences", s.appViewAud()); err != nil {
+		writeError(w, r, s.log, err)
+		return
+	}
+	prefs, err := s.accounts.PreferencesAs(prefsAccess(r))
 	if err != nil {
 		writeError(w, r, s.log, err)
 		return
 	}
-	full := principalFrom(r.Context()).Can(auth.PermAccountEmail)
-	out := make([]json.RawMessage, 0, len(prefs))
-	for _, p := range prefs {
-		// App passwords do not see personal details (birth date).
-		if !full && prefType(p) == "app.bsky.actor.defs#personalDetailsPref" {
-			continue
-		}
-		out = append(out, p)
-	}
-	writeJSON(w, http.StatusOK, map[string]any{"preferences": out})
+	writeJSON(w, http.StatusOK, map[string]any{"preferences": prefs})
 }
 
-func prefType(p json.RawMessage) string {
-	var t struct {
-		Type string `json:"$type"`
+// prefsAccess is what the caller may do with the preferences: everything
+// with the account's own session, less with an app password (account owns
+// the rule).
+func prefsAccess(r *http.Request) account.PrefsAccess {
+	if principalFrom(r.Context()).Can(auth.PermAccountEmail) {
+		return account.PrefsFull
 	}
-	_ = json.Unmarshal(p, &t)
-	return t.Type
+	return account.PrefsNoPersonal
 }
 
 func (s *server) putPreferences(w http.ResponseWriter, r *http.Request) {
 	if s.proxiedElsewhere(r) {
 		s.proxy(w, r)
+		return
+	}
+	if err := scopedRPC(r, "app.bsky.actor.putPreferences", s.appViewAud()); err != nil {
+		writeError(w, r, s.log, err)
 		return
 	}
 	var in struct {
@@ -54,42 +55,7 @@ func (s *server) putPreferences(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, s.log, invalidRequest("preferences is required"))
 		return
 	}
-	full := principalFrom(r.Context()).Can(auth.PermAccountEmail)
-	var kept []json.RawMessage
-	if !full {
-		// An app password cannot see personal details, so it cannot drop
-		// them either: keep the stored ones.
-		old, err := s.accounts.Preferences()
-		if err != nil {
-			writeError(w, r, s.log, err)
-			return
-		}
-		for _, p := range old {
-			if prefType(p) == "app.bsky.actor.defs#personalDetailsPref" {
-				kept = append(kept, p)
-			}
-		}
-	}
-	for i, p := range in.Preferences {
-		t := prefType(p)
-		if t == "" {
-			writeError(w, r, s.log, invalidRequest("Preference at index %d is missing a $type", i))
-			return
-		}
-		if !strings.HasPrefix(t, "app.bsky.") {
-			writeError(w, r, s.log, invalidRequest("Some preferences are not in the app.bsky namespace"))
-			return
-		}
-		if !full && t == "app.bsky.actor.defs#personalDetailsPref" {
-			writeError(w, r, s.log, invalidRequest("Do not have authorization to set preferences."))
-			return
-		}
-		kept = append(kept, p)
-	}
-	if kept == nil {
-		kept = []json.RawMessage{}
-	}
-	if err := s.accounts.PutPreferences(kept); err != nil {
+	if err := s.accounts.PutPreferencesAs(prefsAccess(r), in.Preferences); err != nil {
 		writeError(w, r, s.log, err)
 		return
 	}

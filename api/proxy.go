@@ -19,6 +19,11 @@ import (
 type Service struct {
 	DID string
 	URL string
+	// operator marks a service the operator configured (the AppView, the
+	// report service): trusted as configured, http or a private address
+	// included, as the reference trusts its configuration. Services learned
+	// from DID documents stay behind the SSRF guard.
+	operator bool
 }
 
 // Limits of proxied calls, as the reference sets them.
@@ -47,6 +52,25 @@ var protectedMethods = map[string]bool{
 	"com.atproto.server.requestEmailUpdate":             true,
 	"com.atproto.server.revokeAppPassword":              true,
 	"com.atproto.server.updateEmail":                    true,
+}
+
+// atprotoProxied are the com.atproto methods that go upstream: the ones the
+// reference PDS does not serve and forwards (createReport to the report
+// service, the rest to the AppView). Every other com.atproto method is the
+// PDS's own and is never proxied.
+var atprotoProxied = map[string]bool{
+	"com.atproto.moderation.createReport":       true,
+	"com.atproto.identity.refreshIdentity":      true,
+	"com.atproto.identity.resolveDid":           true,
+	"com.atproto.identity.resolveIdentity":      true,
+	"com.atproto.label.queryLabels":             true,
+	"com.atproto.lexicon.resolveLexicon":        true,
+	"com.atproto.temp.addReservedHandle":        true,
+	"com.atproto.temp.checkHandleAvailability":  true,
+	"com.atproto.temp.dereferenceScope":         true,
+	"com.atproto.temp.fetchLabels":              true,
+	"com.atproto.temp.requestPhoneVerification": true,
+	"com.atproto.temp.revokeAccountCredentials": true,
 }
 
 // privilegedMethods need a full session or a privileged app password (the
@@ -144,12 +168,20 @@ func (s *server) catchAll(w http.ResponseWriter, r *http.Request) {
 		s.mux.ServeHTTP(w, get)
 		return
 	}
-	if _, err := syntax.ParseNSID(nsid); err != nil || protectedMethods[nsid] {
-		s.notImplemented(w, r)
+	if _, err := syntax.ParseNSID(nsid); err != nil {
+		// Not a method name at all (/xrpc/../x, /xrpc/a/b): the client's
+		// mistake, as the reference answers it, not a missing method.
+		writeError(w, r, s.log, invalidRequest("invalid xrpc path"))
 		return
 	}
 	if want, ok := s.local[nsid]; ok {
 		writeError(w, r, s.log, invalidRequest("Incorrect HTTP method (%s) expected %s", r.Method, want))
+		return
+	}
+	if protectedMethods[nsid] || (strings.HasPrefix(nsid, "com.atproto.") && !atprotoProxied[nsid]) {
+		// A com.atproto method is this server's to serve: one it does not
+		// serve is not implemented, never the AppView's to answer.
+		s.notImplemented(w, r)
 		return
 	}
 	// Nowhere to send it: no header, and no default service for it.
@@ -171,6 +203,10 @@ func (s *server) proxy(w http.ResponseWriter, r *http.Request) {
 	}
 	if privilegedMethods[nsid] && !principalFrom(r.Context()).Can(auth.PermRPCPrivileged) {
 		writeError(w, r, s.log, xerr(http.StatusBadRequest, "InvalidToken", "Bad token method"))
+		return
+	}
+	if err := principalFrom(r.Context()).CanRPC(nsid, s.proxyAud(r, nsid)); err != nil {
+		writeError(w, r, s.log, err)
 		return
 	}
 	target, err := s.proxyTarget(r.Context(), r, nsid)
@@ -201,7 +237,7 @@ func (s *server) proxy(w http.ResponseWriter, r *http.Request) {
 // closes. Upstream 5xx and transport failures come back as 502
 // UpstreamFailure.
 func (s *server) forward(r *http.Request, target Service, method, aud, lxm string, body []byte) (*http.Response, error) {
-	if err := identity.CheckTarget(r.Context(), target.URL, s.cfg.AllowPrivateUpstreams); err != nil {
+	if err := identity.CheckTarget(r.Context(), target.URL, s.cfg.AllowPrivateUpstreams || target.operator); err != nil {
 		return nil, invalidRequest("proxy target refused: %v", err)
 	}
 	key, err := s.accounts.SigningKey()
@@ -248,7 +284,7 @@ func (s *server) forward(r *http.Request, target Service, method, aud, lxm strin
 		}
 	}
 	req.Header.Set("Authorization", "Bearer "+tok)
-	resp, err := s.upstream.Do(req)
+	resp, err := s.clientFor(target).Do(req)
 	if err != nil {
 		cancel()
 		var mbe *http.MaxBytesError
@@ -264,6 +300,16 @@ func (s *server) forward(r *http.Request, target Service, method, aud, lxm strin
 		return nil, xerr(http.StatusBadGateway, "UpstreamFailure", "Upstream Failure")
 	}
 	return resp, nil
+}
+
+// clientFor is the HTTP client for calls to target: the operator's own
+// services are reached as configured; any other goes through the SSRF
+// guard (https, public addresses at dial time).
+func (s *server) clientFor(target Service) *http.Client {
+	if target.operator {
+		return s.operatorUpstream
+	}
+	return s.upstream
 }
 
 type cancelBody struct {
@@ -297,7 +343,7 @@ func relay(w http.ResponseWriter, resp *http.Response) {
 // forwardPublic relays an unauthenticated GET to target unchanged: reads of
 // public data this server does not hold.
 func (s *server) forwardPublic(w http.ResponseWriter, r *http.Request, target Service) {
-	if err := identity.CheckTarget(r.Context(), target.URL, s.cfg.AllowPrivateUpstreams); err != nil {
+	if err := identity.CheckTarget(r.Context(), target.URL, s.cfg.AllowPrivateUpstreams || target.operator); err != nil {
 		writeError(w, r, s.log, invalidRequest("proxy target refused: %v", err))
 		return
 	}
@@ -317,7 +363,7 @@ func (s *server) forwardPublic(w http.ResponseWriter, r *http.Request, target Se
 			req.Header.Set(h, v)
 		}
 	}
-	resp, err := s.upstream.Do(req)
+	resp, err := s.clientFor(target).Do(req)
 	if err != nil {
 		writeError(w, r, s.log, xerr(http.StatusBadGateway, "UpstreamFailure", "Upstream service unreachable"))
 		return

@@ -17,12 +17,33 @@ func (s *server) uploadBlob(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, s.log, err)
 		return
 	}
-	// The blob store stops reading at its size limit; the body is streamed.
-	body := &bodyReader{r: r.Body}
+	// A scoped token names the MIME types it may upload: the declared type
+	// is checked before reading, the sniffed one after (an unreferenced
+	// upload is collected like any other).
+	if err := principalFrom(r.Context()).CanBlob(r.Header.Get("Content-Type")); err != nil {
+		writeError(w, r, s.log, err)
+		return
+	}
+	// The blob store stops reading at its size limit; the body is streamed,
+	// its Content-Encoding undone (the blob is the decoded bytes).
+	decoded, err := decodeContent(r.Body, r.Header.Get("Content-Encoding"))
+	if err != nil {
+		writeError(w, r, s.log, err)
+		return
+	}
+	body := &bodyReader{r: decoded}
 	info, err := s.blobs.Upload(r.Context(), body, r.Header.Get("Content-Type"))
 	if err != nil && body.err != nil && !errors.Is(err, blobstore.ErrTooLarge) {
-		// A body cut short or badly chunked is the client's fault.
-		err = &XRPCError{Status: http.StatusBadRequest, Name: "InvalidRequest", Message: "request body could not be read", Err: err}
+		// A body cut short, badly chunked or badly encoded is the client's
+		// fault.
+		var xe *XRPCError
+		if !errors.As(body.err, &xe) {
+			xe = &XRPCError{Status: http.StatusBadRequest, Name: "InvalidRequest", Message: "request body could not be read", Err: err}
+		}
+		err = xe
+	}
+	if err == nil {
+		err = principalFrom(r.Context()).CanBlob(info.MimeType)
 	}
 	if err != nil {
 		writeError(w, r, s.log, err)

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -84,7 +85,8 @@ func parseRecord(raw json.RawMessage, coll syntax.NSID) (map[string]any, error) 
 	}
 	rec, err := repo.ParseRecordJSON(raw)
 	if err != nil {
-		return nil, invalidRequest("Invalid record: %v", errors.Unwrap(err))
+		// err is "invalid record: <cause>": say the cause once.
+		return nil, invalidRequest("Invalid record: %s", strings.TrimPrefix(err.Error(), repo.ErrInvalidRecord.Error()+": "))
 	}
 	switch t := rec["$type"].(type) {
 	case nil:
@@ -140,7 +142,13 @@ func (s *server) doCreateRecord(r *http.Request, in *createRecordInput) (map[str
 	if err != nil {
 		return nil, err
 	}
-	rec, status, err := s.prepareRecord(in.Record, t.coll, in.Validate)
+	if err := canRepo(r, t.coll.String(), "create"); err != nil {
+		return nil, err
+	}
+	if err := s.checkRKeyType(t.coll, t.rkey); err != nil {
+		return nil, err
+	}
+	rec, status, err := s.prepareRecord(r.Context(), in.Record, t.coll, in.Validate)
 	if err != nil {
 		return nil, err
 	}
@@ -148,7 +156,7 @@ func (s *server) doCreateRecord(r *http.Request, in *createRecordInput) (map[str
 	if err != nil {
 		return nil, err
 	}
-	return writeResult(t, c.Ops[0].CID.String(), c, status), nil
+	return writeResult(t, c.Results[0].CID.String(), c, status), nil
 }
 
 // writeTarget is the parsed destination of a single-record write.
@@ -183,9 +191,12 @@ func (s *server) parseWriteTarget(r *http.Request, repoIdent, coll, rkey, swapCo
 }
 
 // prepareRecord decodes a record and applies the lexicon policy.
-func (s *server) prepareRecord(raw json.RawMessage, coll syntax.NSID, validate *bool) (map[string]any, string, error) {
+func (s *server) prepareRecord(ctx context.Context, raw json.RawMessage, coll syntax.NSID, validate *bool) (map[string]any, string, error) {
 	rec, err := parseRecord(raw, coll)
 	if err != nil {
+		return nil, "", err
+	}
+	if err := s.checkBlobRefs(ctx, raw, rec); err != nil {
 		return nil, "", err
 	}
 	status, err := s.validateRecord(coll, rec, validate)
@@ -219,6 +230,13 @@ func (s *server) doPutRecord(r *http.Request, in *putRecordInput) (map[string]an
 	if err != nil {
 		return nil, err
 	}
+	// As the reference: a put may create or update, so it needs both.
+	if err := canRepo(r, t.coll.String(), "create", "update"); err != nil {
+		return nil, err
+	}
+	if err := s.checkRKeyType(t.coll, t.rkey); err != nil {
+		return nil, err
+	}
 	// swapRecord: absent = no check; null = the record must not exist.
 	var swapRecord *cid.Cid
 	mustNotExist := false
@@ -235,29 +253,24 @@ func (s *server) doPutRecord(r *http.Request, in *putRecordInput) (map[string]an
 			}
 		}
 	}
-	rec, status, err := s.prepareRecord(in.Record, t.coll, in.Validate)
+	rec, status, err := s.prepareRecord(r.Context(), in.Record, t.coll, in.Validate)
 	if err != nil {
 		return nil, err
 	}
-	action := repo.ActionCreate
-	if _, err := t.rp.GetRecord(t.coll, t.rkey); err == nil {
-		if mustNotExist {
-			return nil, xerr(http.StatusBadRequest, "InvalidSwap", "Record was at %s", t.rkey)
-		}
-		action = repo.ActionUpdate
-	} else if !errors.Is(err, repo.ErrRecordNotFound) {
-		return nil, err
+	// Whether this creates or updates is decided by repo inside the write
+	// transaction; swapRecord null is a create that must find no record.
+	w := repo.Write{Action: repo.ActionPut, Collection: t.coll, RKey: t.rkey, Record: rec, SwapRecord: swapRecord}
+	if mustNotExist {
+		w.Action = repo.ActionCreate
 	}
-	c, err := t.rp.Apply(r.Context(), []repo.Write{{Action: action, Collection: t.coll, RKey: t.rkey, Record: rec, SwapRecord: swapRecord}}, t.swapCommit)
+	c, err := t.rp.Apply(r.Context(), []repo.Write{w}, t.swapCommit)
+	if mustNotExist && errors.Is(err, repo.ErrRecordExists) {
+		return nil, xerr(http.StatusBadRequest, "InvalidSwap", "Record was at %s", t.rkey)
+	}
 	if err != nil {
 		return nil, err
 	}
-	cidStr := ""
-	if len(c.Ops) > 0 {
-		cidStr = c.Ops[0].CID.String()
-	} else if cur, err := t.rp.GetRecord(t.coll, t.rkey); err == nil {
-		cidStr = cur.CID.String() // an update to the identical record
-	}
+	cidStr := c.Results[0].CID.String()
 	return writeResult(t, cidStr, c, status), nil
 }
 
@@ -272,6 +285,9 @@ type deleteRecordInput struct {
 func (s *server) doDeleteRecord(r *http.Request, in *deleteRecordInput) (map[string]any, error) {
 	t, err := s.parseWriteTarget(r, in.Repo, in.Collection, in.RKey, in.SwapCommit, false)
 	if err != nil {
+		return nil, err
+	}
+	if err := canRepo(r, t.coll.String(), "delete"); err != nil {
 		return nil, err
 	}
 	rp, coll, rkey, swapCommit := t.rp, t.coll, t.rkey, t.swapCommit
@@ -328,7 +344,7 @@ func (s *server) doApplyWrites(r *http.Request, in *applyWritesInput) (map[strin
 	for i, raw := range in.Writes {
 		var aw applyWrite
 		if err := json.Unmarshal(raw, &aw); err != nil {
-			return nil, invalidRequest("writes[%d]: %v", i, err)
+			return nil, describeJSONErrorAt(fmt.Sprintf("Input/writes/%d", i), err)
 		}
 		coll, err := parseCollection(aw.Collection)
 		if err != nil {
@@ -351,13 +367,21 @@ func (s *server) doApplyWrites(r *http.Request, in *applyWritesInput) (map[strin
 		default:
 			return nil, invalidRequest("writes[%d]: unknown $type %q", i, aw.Type)
 		}
+		if err := canRepo(r, coll.String(), string(wr.Action)); err != nil {
+			return nil, err
+		}
 		if wr.Action != repo.ActionCreate {
 			if wr.RKey, err = parseRKey(aw.RKey); err != nil {
 				return nil, err
 			}
 		}
 		if wr.Action != repo.ActionDelete {
-			if wr.Record, statuses[i], err = s.prepareRecord(aw.Value, coll, in.Validate); err != nil {
+			if err := s.checkRKeyType(coll, wr.RKey); err != nil {
+				return nil, err
+			}
+		}
+		if wr.Action != repo.ActionDelete {
+			if wr.Record, statuses[i], err = s.prepareRecord(r.Context(), aw.Value, coll, in.Validate); err != nil {
 				return nil, err
 			}
 		}
@@ -366,12 +390,6 @@ func (s *server) doApplyWrites(r *http.Request, in *applyWritesInput) (map[strin
 	c, err := rp.Apply(r.Context(), writes, swapCommit)
 	if err != nil {
 		return nil, err
-	}
-	cids := make(map[string]string, len(c.Ops))
-	for _, op := range c.Ops {
-		if op.CID != nil {
-			cids[op.Path()] = op.CID.String()
-		}
 	}
 	results := make([]map[string]any, len(writes))
 	for i, wr := range writes {
@@ -382,13 +400,7 @@ func (s *server) doApplyWrites(r *http.Request, in *applyWritesInput) (map[strin
 		default:
 			res["$type"] = applyWritesNS + string(wr.Action) + "Result"
 			res["uri"] = atURI(rp.DID(), wr.Collection, wr.RKey)
-			cs, ok := cids[wr.Path()]
-			if !ok { // an update to the identical record
-				if enc, _, err := repo.EncodeRecord(wr.Record); err == nil {
-					cs = enc.String()
-				}
-			}
-			res["cid"] = cs
+			res["cid"] = c.Results[i].CID.String()
 			if statuses[i] != "" {
 				res["validationStatus"] = statuses[i]
 			}
@@ -444,7 +456,7 @@ func (s *server) getRecord(w http.ResponseWriter, r *http.Request) {
 			}
 			return err
 		}
-		if want != nil && *want != rec.CID {
+		if (want != nil && *want != rec.CID) || s.accounts.RecordTakedown(atURI(rp.DID(), coll, rkey)).Applied {
 			return xerr(http.StatusBadRequest, "RecordNotFound", "Could not locate record: %s", atURI(rp.DID(), coll, rkey))
 		}
 		val, err := atdata.UnmarshalCBOR(rec.Data)
@@ -489,7 +501,11 @@ func (s *server) listRecords(w http.ResponseWriter, r *http.Request) {
 			return err
 		}
 		list := make([]map[string]any, 0, len(recs))
+		takedowns := s.accounts.RecordTakedownsUnder(atURI(rp.DID(), coll, ""))
 		for _, rec := range recs {
+			if takedowns && s.accounts.RecordTakedown(atURI(rp.DID(), coll, rec.RKey)).Applied {
+				continue // taken down by the operator: not served
+			}
 			val, err := atdata.UnmarshalCBOR(rec.Data)
 			if err != nil {
 				return fmt.Errorf("decoding stored record: %w", err)

@@ -21,6 +21,7 @@ import (
 	"github.com/pdsbox/pds/blobstore"
 	"github.com/pdsbox/pds/events"
 	"github.com/pdsbox/pds/identity"
+	"github.com/pdsbox/pds/oauth"
 )
 
 // Config is the part of the server configuration the API needs.
@@ -63,11 +64,16 @@ type Deps struct {
 	Lexicons lexicon.Catalog
 	Log      *slog.Logger
 	// Verifiers are asked for a request's principal before the built-in
-	// ones (service JWT, session JWT, admin Basic): OAuth plugs in here.
+	// ones (service JWT, session JWT, admin Basic).
 	Verifiers []auth.Verifier
+	// OAuth is the authorization server (nil: no OAuth): its endpoints
+	// are mounted and its verifier asked first.
+	OAuth *oauth.Server
 	// LoginByIP and LoginByIdentifier bound createSession attempts; nil
 	// limiters get the defaults (30 per 5 minutes).
 	LoginByIP, LoginByIdentifier *auth.RateLimiter
+	// Email runs the flows confirmed by a mailed code (server_email.go).
+	Email *account.Email
 }
 
 type server struct {
@@ -85,13 +91,22 @@ type server struct {
 	upstream *http.Client      // proxied calls, behind the SSRF guard
 	local    map[string]string // local XRPC method → its HTTP method
 	mux      http.Handler      // the router, for HEAD of GET routes
+	// operatorUpstream reaches the services the operator configured.
+	operatorUpstream *http.Client
+	// authed: local XRPC methods with a permission to check first.
+	authed map[string]bool
 	// verifiers are asked in order for a request's principal (requireAuth).
 	verifiers []auth.Verifier
+	oauth     *oauth.Server // nil without OAuth
 	// subscribers counts open subscribeRepos connections.
 	subscribers atomic.Int64
 	// handleLimit bounds handle updates (the reference: 10 per 5 minutes).
 	handleLimit *auth.RateLimiter
 }
+
+// EmailTokensPath is this server's own admin endpoint behind `pds account
+// tokens` (POST {"purpose"?} → {"tokens": [{purpose, token, expiresAt}]}).
+const EmailTokensPath = "/pds/admin/email-tokens"
 
 // Body limits, as the reference PDS sets them.
 const (
@@ -112,6 +127,11 @@ func NewRouter(d Deps) http.Handler {
 		loginIP: d.LoginByIP, loginID: d.LoginByIdentifier, tids: syntax.NewTIDClock(0), resolver: d.Resolver,
 		upstream:    identity.NewSafeClient(0, d.Config.AllowPrivateUpstreams),
 		handleLimit: auth.NewRateLimiter(10, 5*time.Minute, nil)}
+	// What the operator configured is trusted as configured (http, loopback
+	// or a LAN address included); only services learned from DID documents
+	// need the SSRF guard.
+	s.cfg.AppView.operator, s.cfg.ReportService.operator = true, true
+	s.operatorUpstream = identity.NewSafeClient(0, true)
 	if s.loginIP == nil {
 		s.loginIP = auth.NewRateLimiter(30, 5*time.Minute, nil)
 	}
@@ -119,17 +139,25 @@ func NewRouter(d Deps) http.Handler {
 		s.loginID = auth.NewRateLimiter(30, 5*time.Minute, nil)
 	}
 	s.verifiers = append(slices.Clone(d.Verifiers), s.defaultVerifiers()...)
+	if d.OAuth != nil {
+		s.oauth = d.OAuth
+		s.verifiers = append([]auth.Verifier{d.OAuth}, s.verifiers...)
+	}
 	// need is the permission a route declares; routes without it are public.
 	need := s.requireAuth
 
 	r := chi.NewRouter()
 	r.Use(recoverPanics(s.log), logRequests(s.log), cors)
+	r.Use(s.checkQueryParams)
 
 	r.Get("/", s.landing)
 	r.Get("/robots.txt", s.robots)
 	r.Get("/xrpc/_health", s.health)
 	r.Get("/.well-known/atproto-did", s.atprotoDID)
 	r.Get("/.well-known/did.json", s.didJSON)
+	if s.oauth != nil {
+		mountOAuth(r, s.oauth)
+	}
 
 	// com.atproto.server
 	r.Get("/xrpc/com.atproto.server.describeServer", s.describeServer)
@@ -147,6 +175,34 @@ func NewRouter(d Deps) http.Handler {
 	r.Post("/xrpc/com.atproto.server.deleteAccount", s.deleteAccount)
 	// The operator's CLI (pds account plc-token) while the server runs.
 	r.With(need(auth.PermAdmin)).Post("/admin/token", s.adminIssueToken)
+
+	em := newEmailAPI(s, d.Email)
+	r.With(need(auth.PermAccountEmail)).Post("/xrpc/com.atproto.server.requestEmailConfirmation", em.requestEmailConfirmation)
+	r.With(need(auth.PermAccountEmail)).Post("/xrpc/com.atproto.server.confirmEmail", em.confirmEmail)
+	r.With(need(auth.PermAccountManage)).Post("/xrpc/com.atproto.server.requestEmailUpdate", em.requestEmailUpdate)
+	r.With(need(auth.PermAccountEmail)).Post("/xrpc/com.atproto.server.updateEmail", em.updateEmail)
+	r.Post("/xrpc/com.atproto.server.requestPasswordReset", em.requestPasswordReset)
+	r.Post("/xrpc/com.atproto.server.resetPassword", em.resetPassword)
+	r.With(need(auth.PermAccountManage)).Post("/xrpc/com.atproto.server.requestAccountDelete", em.requestAccountDelete)
+	r.With(need(auth.PermIdentityPLC)).Post("/xrpc/com.atproto.identity.requestPlcOperationSignature", em.requestPlcOperationSignature)
+
+	// com.atproto.admin (and createInviteCode): HTTP Basic admin only
+	ad := newAdminAPI(s, d.Email)
+	admin := r.With(ad.limit, need(auth.PermAdmin))
+	admin.Get("/xrpc/com.atproto.admin.getAccountInfo", ad.getAccountInfo)
+	admin.Get("/xrpc/com.atproto.admin.getAccountInfos", ad.getAccountInfos)
+	admin.Post("/xrpc/com.atproto.admin.updateAccountPassword", ad.updateAccountPassword)
+	admin.Post("/xrpc/com.atproto.admin.updateAccountEmail", ad.updateAccountEmail)
+	admin.Post("/xrpc/com.atproto.admin.updateAccountHandle", ad.updateAccountHandle)
+	admin.Post("/xrpc/com.atproto.admin.sendEmail", ad.sendEmail)
+	admin.Post("/xrpc/com.atproto.server.createInviteCode", s.createInviteCode)
+	admin.Get("/xrpc/com.atproto.admin.getInviteCodes", ad.getInviteCodes)
+	admin.Post("/xrpc/com.atproto.admin.disableInviteCodes", ad.disableInviteCodes)
+	admin.Post("/xrpc/com.atproto.admin.disableAccountInvites", ad.setAccountInvites(true))
+	admin.Post("/xrpc/com.atproto.admin.enableAccountInvites", ad.setAccountInvites(false))
+	admin.Post("/xrpc/com.atproto.admin.updateSubjectStatus", ad.updateSubjectStatus)
+	admin.Get("/xrpc/com.atproto.admin.getSubjectStatus", ad.getSubjectStatus)
+	admin.Post(EmailTokensPath, ad.issueEmailTokens) // not XRPC: `pds account tokens`
 
 	// com.atproto.repo
 	r.With(need(auth.PermRepoWrite)).Post("/xrpc/com.atproto.repo.createRecord", procedure(s, maxRecordBody, s.doCreateRecord))
@@ -191,9 +247,15 @@ func NewRouter(d Deps) http.Handler {
 	// Remember which method each local XRPC route takes, so that a call with
 	// the wrong one is refused rather than proxied.
 	s.local = map[string]string{}
-	_ = chi.Walk(r, func(method, route string, _ http.Handler, _ ...func(http.Handler) http.Handler) error {
+	s.authed = map[string]bool{}
+	global := len(r.Middlewares())
+	_ = chi.Walk(r, func(method, route string, _ http.Handler, mws ...func(http.Handler) http.Handler) error {
 		if nsid, ok := strings.CutPrefix(route, "/xrpc/"); ok {
 			s.local[nsid] = method
+			// A route's own middlewares (beyond the global ones) are its
+			// auth (need); its query is checked after them (see
+			// checkQueryParams).
+			s.authed[nsid] = len(mws) > global
 		}
 		return nil
 	})

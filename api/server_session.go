@@ -25,7 +25,7 @@ func (s *server) sessionOutput(sess *auth.Session) map[string]any {
 		"refreshJwt":      sess.RefreshJWT,
 		"handle":          sess.Handle.String(),
 		"did":             sess.DID.String(),
-		"emailConfirmed":  false,
+		"emailConfirmed":  sess.EmailConfirmed,
 		"emailAuthFactor": false,
 		"active":          true,
 	}
@@ -58,6 +58,13 @@ func (s *server) createSession(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	sess, err := s.auth.Login(r.Context(), in.Identifier, in.Password)
+	if err == nil {
+		// As the reference: the right password of a taken-down account
+		// answers AccountTakedown, and no session is handed out.
+		if err = s.accounts.CheckStatus(r.Context(), account.ActionAuthenticate); err != nil {
+			_ = s.auth.RevokeSession(r.Context(), sess.RefreshJWT)
+		}
+	}
 	if err != nil {
 		writeError(w, r, s.log, err)
 		return
@@ -94,7 +101,7 @@ func (s *server) getSession(w http.ResponseWriter, r *http.Request) {
 	out := map[string]any{
 		"handle":          acct.Handle.String(),
 		"did":             acct.DID.String(),
-		"emailConfirmed":  false,
+		"emailConfirmed":  !acct.EmailConfirmedAt.IsZero(),
 		"emailAuthFactor": false,
 		"active":          st == account.StatusActive,
 	}

@@ -33,6 +33,18 @@ func (s *server) getServiceAuth(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, s.log, invalidRequest("insufficient access to request a service auth token for the following method: %s", lxm))
 		return
 	}
+	// A scoped token mints service tokens only for the methods and
+	// services its rpc: permissions name, never method-less ones.
+	rpcLXM := lxm
+	if rpcLXM == "" {
+		rpcLXM = "*"
+	}
+	if p := principalFrom(r.Context()); p.Scopes != nil {
+		if err := p.CanRPC(rpcLXM, aud); err != nil || lxm == "" {
+			writeError(w, r, s.log, &auth.ScopeMissingError{Scope: "rpc:" + rpcLXM + "?aud=" + aud})
+			return
+		}
+	}
 	now := time.Now()
 	ttl := defaultServiceAuthTTL
 	if v := q.Get("exp"); v != "" {

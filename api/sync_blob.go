@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"net/http"
 
 	"github.com/ipfs/go-cid"
@@ -12,7 +13,7 @@ func (s *server) ourDID(did string) error {
 	if err != nil || rp.DID().String() != did {
 		return xerr(http.StatusBadRequest, "RepoNotFound", "Could not find repo for DID: %s", did)
 	}
-	return nil
+	return s.repoTakendown(context.Background(), did)
 }
 
 func (s *server) getBlob(w http.ResponseWriter, r *http.Request) {
@@ -32,7 +33,7 @@ func (s *server) getBlob(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer f.Close()
-	if info.Refs == 0 {
+	if info.Refs == 0 || s.accounts.BlobTakedown(c.String()).Applied {
 		// Like the reference: an upload no record references is not served.
 		writeError(w, r, s.log, xerr(http.StatusBadRequest, "BlobNotFound", "Blob not found"))
 		return

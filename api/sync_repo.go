@@ -24,6 +24,9 @@ func (s *server) syncRepo(did string) (*repo.Repo, error) {
 	if err != nil || rp.DID().String() != did {
 		return nil, xerr(http.StatusBadRequest, "RepoNotFound", "Could not find repo for DID: %s", did)
 	}
+	if err := s.repoTakendown(context.Background(), did); err != nil {
+		return nil, err
+	}
 	return rp, nil
 }
 
@@ -180,9 +183,14 @@ func (s *server) listRepos(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *server) getRepoStatus(w http.ResponseWriter, r *http.Request) {
-	rp, err := s.syncRepo(r.URL.Query().Get("did"))
-	if err != nil {
-		writeError(w, r, s.log, err)
+	did := r.URL.Query().Get("did")
+	if _, err := syntax.ParseDID(did); err != nil {
+		writeError(w, r, s.log, invalidRequest("Invalid did: %v", err))
+		return
+	}
+	rp, err := s.accounts.Repo()
+	if err != nil || rp.DID().String() != did {
+		writeError(w, r, s.log, xerr(http.StatusBadRequest, "RepoNotFound", "Could not find repo for DID: %s", did))
 		return
 	}
 	out := map[string]any{"did": rp.DID().String()}

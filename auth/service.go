@@ -29,6 +29,8 @@ type ServiceClaims struct {
 	Aud string `json:"aud"`
 	Exp int64  `json:"exp"`
 	Iat int64  `json:"iat"`
+	// Nbf is optional; a token that carries it is held to it.
+	Nbf int64  `json:"nbf,omitempty"`
 	Lxm string `json:"lxm,omitempty"`
 	Jti string `json:"jti,omitempty"`
 }
@@ -84,7 +86,8 @@ type KeyResolver func(ctx context.Context, did syntax.DID, refresh bool) (atcryp
 // VerifyServiceJWT checks an inbound service-auth token: ES256K or ES256,
 // not a session or DPoP token, aud equal to audience, lxm equal to lxm (when
 // the token names one it must match; when lxm is required the token must
-// name it), not expired, and signed by iss's key. It returns the issuer.
+// name it), not expired, iat and nbf not beyond ClockSkew in the future,
+// and signed by iss's key. It returns the issuer.
 func VerifyServiceJWT(ctx context.Context, token, audience, lxm string, keys KeyResolver, now time.Time) (syntax.DID, error) {
 	parts := strings.Split(token, ".")
 	if len(parts) != 3 {
@@ -117,6 +120,11 @@ func VerifyServiceJWT(ctx context.Context, token, audience, lxm string, keys Key
 	}
 	if c.Exp == 0 || now.Unix() >= c.Exp {
 		return "", fmt.Errorf("%w: expired", ErrServiceAuth)
+	}
+	// iat is optional, as the reference has it; when present it is held to
+	// the clock like nbf.
+	if limit := now.Add(ClockSkew).Unix(); c.Iat > limit || c.Nbf > limit {
+		return "", fmt.Errorf("%w: issued or valid only in the future", ErrServiceAuth)
 	}
 	if lxm != "" && c.Lxm != lxm {
 		return "", fmt.Errorf("%w: lxm %q, not %q", ErrServiceAuth, c.Lxm, lxm)

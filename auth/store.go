@@ -53,6 +53,9 @@ type Account struct {
 	CreatedAt time.Time
 	// The account's status (active, deactivated, ...) is the account
 	// package's (account.Status), not a credential.
+	// EmailConfirmedAt is when the current email was confirmed; zero if it
+	// is not.
+	EmailConfirmedAt time.Time
 }
 
 // Store keeps the account, its credentials and its sessions in bbolt buckets
@@ -109,6 +112,9 @@ type accountRecord struct {
 	Email        string    `json:"email,omitempty"`
 	CreatedAt    time.Time `json:"createdAt"`
 	PasswordHash string    `json:"passwordHash"`
+	// EmailConfirmedAt is set by confirmEmail and cleared when the email
+	// changes.
+	EmailConfirmedAt time.Time `json:"emailConfirmedAt,omitzero"`
 	// TokensNotBefore (unix seconds) rejects access tokens issued before the
 	// last password change (SetPassword); 0 means no such bound.
 	TokensNotBefore int64 `json:"tokensNotBefore,omitempty"`
@@ -120,6 +126,8 @@ func (r *accountRecord) account() *Account {
 		Handle:    syntax.Handle(r.Handle),
 		Email:     r.Email,
 		CreatedAt: r.CreatedAt,
+
+		EmailConfirmedAt: r.EmailConfirmedAt,
 	}
 }
 
@@ -175,6 +183,9 @@ func (s *Store) CreateAccount(ctx context.Context, acct Account, password string
 		Email:        strings.ToLower(acct.Email),
 		CreatedAt:    acct.CreatedAt.UTC(),
 		PasswordHash: hash,
+		// Tokens of an earlier account of the same DID (deleted, then
+		// migrated back here) must not work for this one.
+		TokensNotBefore: s.now().Unix(),
 	}
 	return s.db.Update(func(tx *bolt.Tx) error {
 		if tx.Bucket(bucketAccount).Get(keyAccount) != nil {

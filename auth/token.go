@@ -38,6 +38,10 @@ const (
 	RefreshGracePeriod = 2 * time.Hour
 )
 
+// ClockSkew is how far in the future a token's iat or nbf may lie and the
+// token still be accepted: clocks step (NTP), even on one host.
+const ClockSkew = 30 * time.Second
+
 // JWT header typ values.
 const (
 	typAccess  = "at+jwt"
@@ -57,11 +61,13 @@ type Claims struct {
 
 // Session is what createSession and refreshSession answer.
 type Session struct {
-	DID        syntax.DID
-	Handle     syntax.Handle
-	Email      string
-	AccessJWT  string
-	RefreshJWT string
+	DID    syntax.DID
+	Handle syntax.Handle
+	Email  string
+	// EmailConfirmed: the email has been confirmed (confirmEmail).
+	EmailConfirmed bool
+	AccessJWT      string
+	RefreshJWT     string
 	// Scope is the scope of AccessJWT.
 	Scope Scope
 	// AppPassword is the app password name; "" for the account password.
@@ -78,6 +84,8 @@ type tokenClaims struct {
 	JTI   string `json:"jti,omitempty"`
 	IAT   int64  `json:"iat"`
 	EXP   int64  `json:"exp"`
+	// NBF is never issued, but a token that carries one is held to it.
+	NBF int64 `json:"nbf,omitempty"`
 	// AppPassID is our one claim beyond the reference's: the random id of
 	// the app password an app-password access token was issued from, so that
 	// revoking that app password invalidates its access tokens (and only
@@ -172,7 +180,24 @@ func (s *Store) parse(token, typ string) (*tokenClaims, error) {
 	if c.IAT == 0 {
 		return nil, fmt.Errorf("%w: missing iat", ErrInvalidToken)
 	}
+	if err := checkTimes(c.IAT, c.NBF, s.now()); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrInvalidToken, err)
+	}
 	return &c, nil
+}
+
+// checkTimes holds a token's time claims (seconds; nbf 0 when absent) to
+// the clock: not issued, nor valid from, more than ClockSkew in the future.
+// Expiry is checked by golang-jwt, which names it (ExpiredToken).
+func checkTimes(iat, nbf int64, now time.Time) error {
+	limit := now.Add(ClockSkew).Unix()
+	switch {
+	case iat > limit:
+		return fmt.Errorf("iat %d is in the future", iat)
+	case nbf > limit:
+		return fmt.Errorf("not valid before %d", nbf)
+	}
+	return nil
 }
 
 // parseRefresh parses a refresh token: parse plus the refresh scope and a jti.
@@ -235,12 +260,13 @@ func (s *Store) issue(acct *accountRecord, cred credential, jti string, now time
 		return nil, err
 	}
 	return &Session{
-		DID:         syntax.DID(acct.DID),
-		Handle:      syntax.Handle(acct.Handle),
-		Email:       acct.Email,
-		AccessJWT:   access,
-		RefreshJWT:  refresh,
-		Scope:       cred.scope,
-		AppPassword: cred.apName,
+		DID:            syntax.DID(acct.DID),
+		Handle:         syntax.Handle(acct.Handle),
+		Email:          acct.Email,
+		EmailConfirmed: !acct.EmailConfirmedAt.IsZero(),
+		AccessJWT:      access,
+		RefreshJWT:     refresh,
+		Scope:          cred.scope,
+		AppPassword:    cred.apName,
 	}, nil
 }

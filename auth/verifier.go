@@ -84,6 +84,9 @@ type Principal struct {
 	Claims *Claims
 	// Perms are the permissions the credential grants.
 	Perms []Permission
+	// Scopes narrow Perms to what an OAuth grant names (which collections,
+	// MIME types, methods); nil for credentials without scopes.
+	Scopes Scopes
 }
 
 // Can reports whether the principal holds perm.

@@ -37,6 +37,11 @@ const (
 	ActionCreate Action = "create"
 	ActionUpdate Action = "update"
 	ActionDelete Action = "delete"
+	// ActionPut asks for the record at the path to be created or updated,
+	// whichever applies when the write transaction reads the tree, so the
+	// choice cannot race a concurrent delete or create. It is a Write action
+	// only: its Op and Result say create or update.
+	ActionPut Action = "put"
 )
 
 // Write is one change asked of Apply.
@@ -48,7 +53,8 @@ type Write struct {
 	// (atdata.UnmarshalJSON or ParseRecordJSON). Its $type must equal
 	// Collection.
 	Record map[string]any
-	// SwapRecord, if set, must be the current record CID (update, delete).
+	// SwapRecord, if set, must be the current record CID (update, delete,
+	// put).
 	SwapRecord *cid.Cid
 }
 
@@ -71,6 +77,25 @@ type Op struct {
 // Path is the repository path "collection/rkey".
 func (o *Op) Path() string { return o.Collection.String() + "/" + o.RKey.String() }
 
+// Result is what one input write of Apply did.
+type Result struct {
+	// Action is what was done: create, update or delete (a put resolved).
+	Action     Action
+	Collection syntax.NSID
+	RKey       syntax.RecordKey
+	// CID is the record CID at the path after the write (the unchanged one
+	// for a no-op update; nil for a delete).
+	CID *cid.Cid
+	// Prev is the record CID before the write (nil for a create).
+	Prev *cid.Cid
+	// Changed is false for an update to the identical record, which has no
+	// Op in the commit.
+	Changed bool
+}
+
+// Path is the repository path "collection/rkey".
+func (r *Result) Path() string { return r.Collection.String() + "/" + r.RKey.String() }
+
 // Commit describes a new commit: what the API answers and what the firehose
 // #commit carries. It owns all its slices.
 type Commit struct {
@@ -84,6 +109,9 @@ type Commit struct {
 	Data     cid.Cid
 	PrevData *cid.Cid
 	Ops      []Op
+	// Results has one entry per input write of Apply, in order (nil for
+	// Init and imports).
+	Results []Result
 	// CAR is a CAR v1 with the commit CID as its only root: the commit
 	// block, the new and proof MST nodes, and the new record blocks.
 	CAR []byte
@@ -189,9 +217,11 @@ func (r *Repo) Init(ctx context.Context) (*Commit, error) {
 // BeforeCommit hook) is durable when Apply returns, or none of it is.
 //
 // swapCommit, if set, must be the current head commit. Creates require the
-// path to be free, updates and deletes require a record there; SwapRecord
-// further pins its CID. An update to the identical record is applied but
-// omitted from Ops. Errors wrap the Err values of this package.
+// path to be free, updates and deletes require a record there, puts take
+// either; SwapRecord further pins its CID. All these checks are made inside
+// the write transaction. An update to the identical record is applied but
+// omitted from Ops; Commit.Results reports it with Changed false. Errors wrap
+// the Err values of this package.
 func (r *Repo) Apply(ctx context.Context, writes []Write, swapCommit *cid.Cid) (*Commit, error) {
 	if len(writes) == 0 {
 		return nil, fmt.Errorf("%w: no writes", ErrInvalidWrite)
@@ -228,7 +258,7 @@ func prepare(writes []Write) ([]prepared, error) {
 		seen[p] = struct{}{}
 		out[i].w = w
 		switch w.Action {
-		case ActionCreate, ActionUpdate:
+		case ActionCreate, ActionUpdate, ActionPut:
 			if typ, ok := w.Record["$type"].(string); !ok || typ != w.Collection.String() {
 				return nil, fmt.Errorf("%w: $type must be %q", ErrInvalidRecord, w.Collection)
 			}
@@ -317,6 +347,9 @@ func (r *Repo) build(tx *bolt.Tx, h *head, preps []prepared) (*Commit, error) {
 		}
 	}
 	out := &Commit{DID: r.did}
+	if len(preps) > 0 {
+		out.Results = make([]Result, len(preps))
+	}
 	var released []cid.Cid
 	for i := range preps {
 		p := &preps[i]
@@ -324,41 +357,55 @@ func (r *Repo) build(tx *bolt.Tx, h *head, preps []prepared) (*Commit, error) {
 		key := []byte(w.Path())
 		var prev *cid.Cid
 		var err error
-		switch w.Action {
-		case ActionCreate:
+		if w.Action == ActionDelete {
+			prev, err = tree.Remove(key)
+		} else {
+			prev, err = tree.Insert(key, p.rec.cid)
+		}
+		if err != nil {
+			return nil, treeErr(err)
+		}
+		action := w.Action
+		if action == ActionPut {
+			// Decided here, under the writer lock, on the tree this
+			// commit builds on.
+			action = ActionUpdate
+			if prev == nil {
+				action = ActionCreate
+			}
+		}
+		if action == ActionCreate {
 			if w.SwapRecord != nil {
 				return nil, fmt.Errorf("%w: %s does not exist", ErrInvalidSwap, w.Path())
-			}
-			if prev, err = tree.Insert(key, p.rec.cid); err != nil {
-				return nil, treeErr(err)
 			}
 			if prev != nil {
 				return nil, fmt.Errorf("%w: %s", ErrRecordExists, w.Path())
 			}
-		case ActionUpdate:
-			if prev, err = tree.Insert(key, p.rec.cid); err != nil {
-				return nil, treeErr(err)
-			}
-		case ActionDelete:
-			if prev, err = tree.Remove(key); err != nil {
-				return nil, treeErr(err)
-			}
-		}
-		if w.Action != ActionCreate {
+		} else {
 			if prev == nil {
 				return nil, fmt.Errorf("%w: %s", ErrRecordNotFound, w.Path())
 			}
 			if w.SwapRecord != nil && *w.SwapRecord != *prev {
 				return nil, fmt.Errorf("%w: %s is %s, not %s", ErrInvalidSwap, w.Path(), prev, w.SwapRecord)
 			}
-			if w.Action == ActionUpdate && *prev == p.rec.cid {
-				p.noop = true
-				continue
-			}
+		}
+		res := Result{Action: action, Collection: w.Collection, RKey: w.RKey, Prev: prev, Changed: true}
+		if action != ActionDelete {
+			c := p.rec.cid
+			res.CID = &c
+		}
+		p.noop = action == ActionUpdate && *prev == p.rec.cid
+		if p.noop {
+			res.Changed = false
+			out.Results[i] = res
+			continue
+		}
+		if prev != nil {
 			released = append(released, *prev)
 		}
-		op := Op{Action: w.Action, Collection: w.Collection, RKey: w.RKey, Prev: prev}
-		if w.Action != ActionDelete {
+		out.Results[i] = res
+		op := Op{Action: action, Collection: w.Collection, RKey: w.RKey, Prev: prev}
+		if action != ActionDelete {
 			c := p.rec.cid
 			op.CID = &c
 			op.Blobs = p.rec.blobs

@@ -20,7 +20,7 @@ import (
 // accountCmd: pds account create|invite.
 func accountCmd(args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
-		fmt.Fprintln(stderr, "usage: pds account create --handle H --password P [--email E] | pds account invite | pds account plc-token | pds account delete-token")
+		fmt.Fprintln(stderr, "usage: pds account create --handle H --password P [--email E] | invite | info | tokens [--purpose P] | plc-token | delete-token | reset-password | takedown [--ref R] | untakedown")
 		return 2
 	}
 	switch args[0] {
@@ -33,6 +33,9 @@ func accountCmd(args []string, stdout, stderr io.Writer) int {
 	case "delete-token":
 		return accountToken(auth.PurposeDeleteAccount, args[1:], stdout, stderr)
 	default:
+		if code, ok := accountAdminCmd(args, stdout, stderr); ok {
+			return code
+		}
 		fmt.Fprintf(stderr, "pds account: unknown command %q\n", args[0])
 		return 2
 	}
@@ -78,37 +81,70 @@ func accountCreate(args []string, stdout, stderr io.Writer) int {
 }
 
 func createViaServer(cfg *config, handle, password, email string, stdout, stderr io.Writer) int {
-	body, _ := json.Marshal(map[string]string{"handle": handle, "password": password, "email": email})
-	host := cfg.Listen
-	if strings.HasPrefix(host, "0.0.0.0:") || strings.HasPrefix(host, "[::]:") {
-		host = "127.0.0.1:" + host[strings.LastIndexByte(host, ':')+1:]
-	}
-	req, err := http.NewRequest(http.MethodPost, "http://"+host+"/xrpc/com.atproto.server.createAccount", bytes.NewReader(body))
+	out, err := askServer(cfg, "com.atproto.server.createAccount", map[string]any{"handle": handle, "password": password, "email": email})
 	if err != nil {
-		fmt.Fprintf(stderr, "pds: %v\n", err)
-		return 1
-	}
-	req.Header.Set("Content-Type", "application/json")
-	req.SetBasicAuth("admin", cfg.AdminPassword)
-	resp, err := (&http.Client{Timeout: 30 * time.Second}).Do(req)
-	if err != nil {
-		fmt.Fprintf(stderr, "pds: the database is locked by a running server, and asking it failed: %v\n", err)
-		return 1
-	}
-	defer resp.Body.Close()
-	var out map[string]any
-	_ = json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&out)
-	if resp.StatusCode != http.StatusOK {
-		fmt.Fprintf(stderr, "pds: creating the account: %v: %v\n", out["error"], out["message"])
+		fmt.Fprintf(stderr, "pds: creating the account: %v\n", err)
 		return 1
 	}
 	fmt.Fprintf(stdout, "created %v with handle %v\n", out["did"], out["handle"])
 	return 0
 }
 
+// askServer calls a procedure of the server running on this data directory
+// (it holds the database), as the admin, on its listen address.
+func askServer(cfg *config, nsid string, in any) (map[string]any, error) {
+	body, err := json.Marshal(in)
+	if err != nil {
+		return nil, err
+	}
+	host := cfg.Listen
+	if strings.HasPrefix(host, "0.0.0.0:") || strings.HasPrefix(host, "[::]:") {
+		host = "127.0.0.1:" + host[strings.LastIndexByte(host, ':')+1:]
+	}
+	req, err := http.NewRequest(http.MethodPost, "http://"+host+"/xrpc/"+nsid, bytes.NewReader(body))
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.SetBasicAuth("admin", cfg.AdminPassword)
+	resp, err := (&http.Client{Timeout: 30 * time.Second}).Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("the database is locked by a running server, and asking it at %s failed: %w", host, err)
+	}
+	defer resp.Body.Close()
+	var out map[string]any
+	_ = json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&out)
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("%v: %v", out["error"], out["message"])
+	}
+	return out, nil
+}
+
 func accountInvite(args []string, stdout, stderr io.Writer) int {
-	a, ok := openOffline("", stderr, "a running server prints the invite code at startup")
-	if !ok {
+	fs := flag.NewFlagSet("account invite", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	data := fs.String("data", "", "data directory (default $PDS_DATA_DIRECTORY or ./data)")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	cfg, err := loadConfig(os.Getenv, "", *data)
+	if err != nil {
+		fmt.Fprintf(stderr, "pds: configuration: %v\n", err)
+		return 1
+	}
+	a, err := openApp(context.Background(), cfg, newLogger(stderr, "warn"), 200*time.Millisecond)
+	if errors.Is(err, errDBInUse) {
+		// The server is running: ask it, as account create does.
+		out, err := askServer(cfg, "com.atproto.server.createInviteCode", map[string]any{"useCount": 1})
+		if err != nil {
+			fmt.Fprintf(stderr, "pds: getting the invite code: %v\n", err)
+			return 1
+		}
+		fmt.Fprintln(stdout, out["code"])
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "pds: %v\n", err)
 		return 1
 	}
 	defer a.Close()

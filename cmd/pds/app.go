@@ -19,6 +19,8 @@ import (
 	"github.com/pdsbox/pds/events"
 	"github.com/pdsbox/pds/identity"
 	"github.com/pdsbox/pds/lexicons"
+	"github.com/pdsbox/pds/mail"
+	"github.com/pdsbox/pds/oauth"
 	bolt "go.etcd.io/bbolt"
 	bolterrors "go.etcd.io/bbolt/errors"
 )
@@ -42,6 +44,10 @@ type app struct {
 	resolver *identity.Resolver // shared by the API and the account
 	tokens   *auth.EmailTokens  // single-use tokens (PLC operations, deletion)
 	handler  http.Handler
+	// outbox (nil without SMTP) and email: see wireEmail.
+	outbox *mail.Outbox
+	email  *account.Email
+	oauth  *oauth.Server
 }
 
 func openApp(ctx context.Context, cfg *config, log *slog.Logger, lockTimeout time.Duration) (*app, error) {
@@ -99,6 +105,9 @@ func (a *app) wire(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	if err := a.wireEmail(); err != nil {
+		return err
+	}
 	rotationPub, err := cfg.RotationKey.PublicKey()
 	if err != nil {
 		return err
@@ -106,6 +115,9 @@ func (a *app) wire(ctx context.Context) error {
 	cat := lexicon.NewBaseCatalog()
 	if err := cat.LoadEmbedFS(lexicons.FS); err != nil {
 		return fmt.Errorf("loading lexicons: %w", err)
+	}
+	if a.oauth, err = a.newOAuth(cat); err != nil {
+		return err
 	}
 	a.handler = api.NewRouter(api.Deps{
 		Config: api.Config{
@@ -132,6 +144,8 @@ func (a *app) wire(ctx context.Context) error {
 		Events:   a.events,
 		Lexicons: cat,
 		Log:      a.log,
+		Email:    a.email,
+		OAuth:    a.oauth,
 	})
 	return nil
 }

@@ -2,6 +2,8 @@ package main
 
 import (
 	"bufio"
+	"bytes"
+	"compress/gzip"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
@@ -54,7 +56,7 @@ func setupBadInput(t *testing.T, s *testServer) *badInputFixture {
 		wantStatus(t, "putRecord "+coll+"/"+rkey, st, out, 200, "")
 		return out["cid"].(string)
 	}
-	f.postCID = put("app.bsky.feed.post", "seed", post("seed"))
+	f.postCID = put("app.bsky.feed.post", nameTID("seed"), post("seed"))
 	f.profileCID = put("app.bsky.actor.profile", "self", map[string]any{"$type": "app.bsky.actor.profile", "displayName": "Alice"})
 	put("com.example.thing", "one", map[string]any{"$type": "com.example.thing", "n": 1})
 	st, out, _ := s.send(t, rawReq{method: "POST", nsid: "com.atproto.repo.uploadBlob", authz: bearerAuth(f.access), contentType: "image/png", body: pngBytes(t, 5000)})
@@ -62,8 +64,22 @@ func setupBadInput(t *testing.T, s *testServer) *badInputFixture {
 	f.blob = out["blob"].(map[string]any)
 	withImage := post("with image")
 	withImage["embed"] = map[string]any{"$type": "app.bsky.embed.images", "images": []any{map[string]any{"alt": "", "image": f.blob}}}
-	put("app.bsky.feed.post", "image", withImage)
+	put("app.bsky.feed.post", nameTID("image"), withImage)
 	return f
+}
+
+// gzipBytes is b, gzip-compressed.
+func gzipBytes(t *testing.T, b []byte) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	zw := gzip.NewWriter(&buf)
+	if _, err := zw.Write(b); err != nil {
+		t.Fatal(err)
+	}
+	if err := zw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
 }
 
 // unknownBlob is a blob reference to bytes never uploaded.
@@ -119,9 +135,9 @@ func badInputCases(t *testing.T, f *badInputFixture) []badCase {
 	cr := map[string]any{"repo": f.did, "collection": "app.bsky.feed.post", "record": post("x")}
 	bodies := map[string]map[string]any{
 		"com.atproto.repo.createRecord":        cr,
-		"com.atproto.repo.putRecord":           with(cr, map[string]any{"rkey": "seed"}),
-		"com.atproto.repo.deleteRecord":        {"repo": f.did, "collection": "app.bsky.feed.post", "rkey": "seed"},
-		"com.atproto.repo.applyWrites":         {"repo": f.did, "writes": []any{map[string]any{"$type": "com.atproto.repo.applyWrites#delete", "collection": "app.bsky.feed.post", "rkey": "seed"}}},
+		"com.atproto.repo.putRecord":           with(cr, map[string]any{"rkey": nameTID("seed")}),
+		"com.atproto.repo.deleteRecord":        {"repo": f.did, "collection": "app.bsky.feed.post", "rkey": nameTID("seed")},
+		"com.atproto.repo.applyWrites":         {"repo": f.did, "writes": []any{map[string]any{"$type": "com.atproto.repo.applyWrites#delete", "collection": "app.bsky.feed.post", "rkey": nameTID("seed")}}},
 		"com.atproto.server.createAccount":     {"handle": "bob.test", "password": "bob-password"},
 		"com.atproto.server.createSession":     {"identifier": "alice.test", "password": "hunter2-hunter2"},
 		"com.atproto.server.createAppPassword": {"name": "x"},
@@ -151,8 +167,8 @@ func badInputCases(t *testing.T, f *badInputFixture) []badCase {
 	// Collections, record keys and repositories, per method.
 	for _, c := range badColls {
 		invalid("createRecord: collection "+c, js("com.atproto.repo.createRecord", with(cr, map[string]any{"collection": c})), "")
-		invalid("putRecord: collection "+c, js("com.atproto.repo.putRecord", with(cr, map[string]any{"collection": c, "rkey": "x"})), "")
-		invalid("deleteRecord: collection "+c, js("com.atproto.repo.deleteRecord", map[string]any{"repo": f.did, "collection": c, "rkey": "seed"}), "")
+		invalid("putRecord: collection "+c, js("com.atproto.repo.putRecord", with(cr, map[string]any{"collection": c, "rkey": nameTID("x")})), "")
+		invalid("deleteRecord: collection "+c, js("com.atproto.repo.deleteRecord", map[string]any{"repo": f.did, "collection": c, "rkey": nameTID("seed")}), "")
 	}
 	for _, k := range badRKeys {
 		invalid("createRecord: rkey "+k, js("com.atproto.repo.createRecord", with(cr, map[string]any{"rkey": k})), "")
@@ -169,8 +185,8 @@ func badInputCases(t *testing.T, f *badInputFixture) []badCase {
 			bad = func(name string, rq rawReq, msg string) { add(name, rq, 403, "AccountNotFound", msg) }
 		}
 		bad("createRecord: repo "+r, js("com.atproto.repo.createRecord", with(cr, map[string]any{"repo": r})), "")
-		bad("putRecord: repo "+r, js("com.atproto.repo.putRecord", with(cr, map[string]any{"repo": r, "rkey": "seed"})), "")
-		bad("deleteRecord: repo "+r, js("com.atproto.repo.deleteRecord", map[string]any{"repo": r, "collection": "app.bsky.feed.post", "rkey": "seed"}), "")
+		bad("putRecord: repo "+r, js("com.atproto.repo.putRecord", with(cr, map[string]any{"repo": r, "rkey": nameTID("seed")})), "")
+		bad("deleteRecord: repo "+r, js("com.atproto.repo.deleteRecord", map[string]any{"repo": r, "collection": "app.bsky.feed.post", "rkey": nameTID("seed")}), "")
 		bad("applyWrites: repo "+r, js("com.atproto.repo.applyWrites", with(bodies["com.atproto.repo.applyWrites"], map[string]any{"repo": r})), "")
 	}
 
@@ -211,9 +227,9 @@ func badInputCases(t *testing.T, f *badInputFixture) []badCase {
 		}
 		maps.Copy(body, r.extra)
 		invalid("createRecord: "+r.name, js("com.atproto.repo.createRecord", body), r.msg)
-		invalid("putRecord: "+r.name, js("com.atproto.repo.putRecord", with(body, map[string]any{"rkey": "new"})), r.msg)
+		invalid("putRecord: "+r.name, js("com.atproto.repo.putRecord", with(body, map[string]any{"rkey": nameTID("new")})), r.msg)
 		w := map[string]any{"$type": "com.atproto.repo.applyWrites#create", "collection": r.coll, "value": body["record"]}
-		aw := map[string]any{"repo": f.did, "writes": []any{createWrite("ok1", post("a")), w, createWrite("ok2", post("b"))}}
+		aw := map[string]any{"repo": f.did, "writes": []any{createWrite(nameTID("ok1"), post("a")), w, createWrite(nameTID("ok2"), post("b"))}}
 		if r.extra != nil {
 			maps.Copy(aw, r.extra)
 		}
@@ -223,28 +239,28 @@ func badInputCases(t *testing.T, f *badInputFixture) []badCase {
 	// Writes that conflict with the repository.
 	add("createRecord: swapCommit not the head", js("com.atproto.repo.createRecord", with(cr, map[string]any{"swapCommit": headCID})), 400, "InvalidSwap", "")
 	invalid("createRecord: swapCommit not a CID", js("com.atproto.repo.createRecord", with(cr, map[string]any{"swapCommit": "nope"})), "")
-	invalid("createRecord: rkey taken", js("com.atproto.repo.createRecord", with(cr, map[string]any{"rkey": "seed"})), "")
+	invalid("createRecord: rkey taken", js("com.atproto.repo.createRecord", with(cr, map[string]any{"rkey": nameTID("seed")})), "")
 	add("createRecord: blob never uploaded", js("com.atproto.repo.createRecord", with(cr, map[string]any{"record": blobPost(unknownBlob(t))})), 400, "BlobNotFound", "")
 
-	put := with(cr, map[string]any{"rkey": "seed"})
+	put := with(cr, map[string]any{"rkey": nameTID("seed")})
 	add("putRecord: swapRecord mismatch", js("com.atproto.repo.putRecord", with(put, map[string]any{"swapRecord": f.profileCID})), 400, "InvalidSwap", "")
 	add("putRecord: swapRecord null but the record exists", js("com.atproto.repo.putRecord", with(put, map[string]any{"swapRecord": json.RawMessage("null")})), 400, "InvalidSwap", "")
-	add("putRecord: swapRecord for an absent record", js("com.atproto.repo.putRecord", with(put, map[string]any{"rkey": "absent", "swapRecord": f.postCID})), 400, "InvalidSwap", "")
+	add("putRecord: swapRecord for an absent record", js("com.atproto.repo.putRecord", with(put, map[string]any{"rkey": nameTID("absent"), "swapRecord": f.postCID})), 400, "InvalidSwap", "")
 	invalid("putRecord: swapRecord not a CID", js("com.atproto.repo.putRecord", with(put, map[string]any{"swapRecord": "nope"})), "")
 	invalid("putRecord: swapRecord a number", js("com.atproto.repo.putRecord", with(put, map[string]any{"swapRecord": 5})), "")
 	add("putRecord: swapCommit not the head", js("com.atproto.repo.putRecord", with(put, map[string]any{"swapCommit": headCID})), 400, "InvalidSwap", "")
 	add("putRecord: blob never uploaded", js("com.atproto.repo.putRecord", with(put, map[string]any{"record": blobPost(unknownBlob(t))})), 400, "BlobNotFound", "")
 
-	del := map[string]any{"repo": f.did, "collection": "app.bsky.feed.post", "rkey": "seed"}
+	del := map[string]any{"repo": f.did, "collection": "app.bsky.feed.post", "rkey": nameTID("seed")}
 	add("deleteRecord: swapRecord mismatch", js("com.atproto.repo.deleteRecord", with(del, map[string]any{"swapRecord": f.profileCID})), 400, "InvalidSwap", "")
-	add("deleteRecord: swapRecord for an absent record", js("com.atproto.repo.deleteRecord", with(del, map[string]any{"rkey": "absent", "swapRecord": f.postCID})), 400, "InvalidSwap", "")
+	add("deleteRecord: swapRecord for an absent record", js("com.atproto.repo.deleteRecord", with(del, map[string]any{"rkey": nameTID("absent"), "swapRecord": f.postCID})), 400, "InvalidSwap", "")
 	add("deleteRecord: swapCommit not the head", js("com.atproto.repo.deleteRecord", with(del, map[string]any{"swapCommit": headCID})), 400, "InvalidSwap", "")
 	invalid("deleteRecord: swapRecord not a CID", js("com.atproto.repo.deleteRecord", with(del, map[string]any{"swapRecord": "nope"})), "")
 
 	// applyWrites: batch shape and failures in the middle of a batch.
 	many := make([]any, 201)
 	for i := range many {
-		many[i] = createWrite(fmt.Sprintf("k%03d", i), post("x"))
+		many[i] = createWrite(testTID(i), post("x"))
 	}
 	batch := func(ws ...any) rawReq {
 		return js("com.atproto.repo.applyWrites", map[string]any{"repo": f.did, "writes": ws})
@@ -253,24 +269,98 @@ func badInputCases(t *testing.T, f *badInputFixture) []badCase {
 	invalid("applyWrites: no writes", batch(), "")
 	invalid("applyWrites: writes missing", js("com.atproto.repo.applyWrites", map[string]any{"repo": f.did}), "")
 	invalid("applyWrites: writes an object", js("com.atproto.repo.applyWrites", map[string]any{"repo": f.did, "writes": map[string]any{}}), "")
-	invalid("applyWrites: a write that is a string", batch(createWrite("ok1", post("a")), "create"), "")
-	invalid("applyWrites: unknown $type in the middle", batch(createWrite("ok1", post("a")), map[string]any{"$type": "com.atproto.repo.applyWrites#upsert", "collection": "app.bsky.feed.post", "rkey": "x", "value": post("x")}, createWrite("ok2", post("b"))), "")
-	invalid("applyWrites: no $type in the middle", batch(createWrite("ok1", post("a")), map[string]any{"collection": "app.bsky.feed.post", "rkey": "x", "value": post("x")}, createWrite("ok2", post("b"))), "")
+	invalid("applyWrites: a write that is a string", batch(createWrite(nameTID("ok1"), post("a")), "create"), "")
+	invalid("applyWrites: unknown $type in the middle", batch(createWrite(nameTID("ok1"), post("a")), map[string]any{"$type": "com.atproto.repo.applyWrites#upsert", "collection": "app.bsky.feed.post", "rkey": nameTID("x"), "value": post("x")}, createWrite(nameTID("ok2"), post("b"))), "")
+	invalid("applyWrites: no $type in the middle", batch(createWrite(nameTID("ok1"), post("a")), map[string]any{"collection": "app.bsky.feed.post", "rkey": nameTID("x"), "value": post("x")}, createWrite(nameTID("ok2"), post("b"))), "")
 	for _, c := range badColls {
-		invalid("applyWrites: collection "+c+" in the middle", batch(createWrite("ok1", post("a")), with(createWrite("x", post("x")), map[string]any{"collection": c}), createWrite("ok2", post("b"))), "")
+		invalid("applyWrites: collection "+c+" in the middle", batch(createWrite(nameTID("ok1"), post("a")), with(createWrite(nameTID("x"), post("x")), map[string]any{"collection": c}), createWrite(nameTID("ok2"), post("b"))), "")
 	}
 	for _, k := range badRKeys {
-		invalid("applyWrites: create rkey "+k+" in the middle", batch(createWrite("ok1", post("a")), createWrite(k, post("x")), createWrite("ok2", post("b"))), "")
-		invalid("applyWrites: delete rkey "+k+" in the middle", batch(createWrite("ok1", post("a")), map[string]any{"$type": "com.atproto.repo.applyWrites#delete", "collection": "app.bsky.feed.post", "rkey": k}, createWrite("ok2", post("b"))), "")
+		invalid("applyWrites: create rkey "+k+" in the middle", batch(createWrite(nameTID("ok1"), post("a")), createWrite(k, post("x")), createWrite(nameTID("ok2"), post("b"))), "")
+		invalid("applyWrites: delete rkey "+k+" in the middle", batch(createWrite(nameTID("ok1"), post("a")), map[string]any{"$type": "com.atproto.repo.applyWrites#delete", "collection": "app.bsky.feed.post", "rkey": k}, createWrite(nameTID("ok2"), post("b"))), "")
 	}
-	invalid("applyWrites: update without a value", batch(createWrite("ok1", post("a")), map[string]any{"$type": "com.atproto.repo.applyWrites#update", "collection": "app.bsky.feed.post", "rkey": "seed"}), "")
-	invalid("applyWrites: create at a taken rkey in the middle", batch(createWrite("ok1", post("a")), createWrite("seed", post("x")), createWrite("ok2", post("b"))), "")
-	invalid("applyWrites: one path twice", batch(createWrite("ok1", post("a")), createWrite("ok1", post("b"))), "")
-	add("applyWrites: update of an absent record in the middle", batch(createWrite("ok1", post("a")), map[string]any{"$type": "com.atproto.repo.applyWrites#update", "collection": "app.bsky.feed.post", "rkey": "absent", "value": post("x")}, createWrite("ok2", post("b"))), 400, "RecordNotFound", "")
-	add("applyWrites: delete of an absent record in the middle", batch(createWrite("ok1", post("a")), map[string]any{"$type": "com.atproto.repo.applyWrites#delete", "collection": "app.bsky.feed.post", "rkey": "absent"}, createWrite("ok2", post("b"))), 400, "RecordNotFound", "")
-	add("applyWrites: swapCommit not the head", js("com.atproto.repo.applyWrites", map[string]any{"repo": f.did, "swapCommit": headCID, "writes": []any{createWrite("ok1", post("a"))}}), 400, "InvalidSwap", "")
-	add("applyWrites: blob never uploaded in the last write", batch(createWrite("ok1", post("a")), createWrite("ok2", blobPost(unknownBlob(t)))), 400, "BlobNotFound", "")
-	tooLarge("applyWrites: three records of 900 KB", batch(createWrite("big1", bigPost(900_000)), createWrite("big2", bigPost(900_000)), createWrite("big3", bigPost(900_000))))
+	invalid("applyWrites: update without a value", batch(createWrite(nameTID("ok1"), post("a")), map[string]any{"$type": "com.atproto.repo.applyWrites#update", "collection": "app.bsky.feed.post", "rkey": nameTID("seed")}), "")
+	invalid("applyWrites: create at a taken rkey in the middle", batch(createWrite(nameTID("ok1"), post("a")), createWrite(nameTID("seed"), post("x")), createWrite(nameTID("ok2"), post("b"))), "")
+	invalid("applyWrites: one path twice", batch(createWrite(nameTID("ok1"), post("a")), createWrite(nameTID("ok1"), post("b"))), "")
+	add("applyWrites: update of an absent record in the middle", batch(createWrite(nameTID("ok1"), post("a")), map[string]any{"$type": "com.atproto.repo.applyWrites#update", "collection": "app.bsky.feed.post", "rkey": nameTID("absent"), "value": post("x")}, createWrite(nameTID("ok2"), post("b"))), 400, "RecordNotFound", "")
+	add("applyWrites: delete of an absent record in the middle", batch(createWrite(nameTID("ok1"), post("a")), map[string]any{"$type": "com.atproto.repo.applyWrites#delete", "collection": "app.bsky.feed.post", "rkey": nameTID("absent")}, createWrite(nameTID("ok2"), post("b"))), 400, "RecordNotFound", "")
+	add("applyWrites: swapCommit not the head", js("com.atproto.repo.applyWrites", map[string]any{"repo": f.did, "swapCommit": headCID, "writes": []any{createWrite(nameTID("ok1"), post("a"))}}), 400, "InvalidSwap", "")
+	add("applyWrites: blob never uploaded in the last write", batch(createWrite(nameTID("ok1"), post("a")), createWrite(nameTID("ok2"), blobPost(unknownBlob(t)))), 400, "BlobNotFound", "")
+	tooLarge("applyWrites: three records of 900 KB", batch(createWrite(nameTID("big1"), bigPost(900_000)), createWrite(nameTID("big2"), bigPost(900_000)), createWrite(nameTID("big3"), bigPost(900_000))))
+
+	// Record keys against the key type of the collection's lexicon.
+	profile := map[string]any{"$type": "app.bsky.actor.profile", "displayName": "Mallory"}
+	invalid("createRecord: post at a key that is not a TID", js("com.atproto.repo.createRecord", with(cr, map[string]any{"rkey": "not-a-tid"})), "TID")
+	invalid("createRecord: post at a TID-length key of the wrong alphabet", js("com.atproto.repo.createRecord", with(cr, map[string]any{"rkey": "3m00000000000"})), "TID")
+	invalid("putRecord: post at a key that is not a TID", js("com.atproto.repo.putRecord", with(cr, map[string]any{"rkey": "not-a-tid"})), "TID")
+	invalid("putRecord: profile not at self", js("com.atproto.repo.putRecord", with(cr, map[string]any{"collection": "app.bsky.actor.profile", "rkey": "other", "record": profile})), "self")
+	invalid("createRecord: profile without a key (a TID is picked)", js("com.atproto.repo.createRecord", with(cr, map[string]any{"collection": "app.bsky.actor.profile", "record": profile})), "self")
+	invalid("putRecord: lexicon schema at a key that is not an NSID", js("com.atproto.repo.putRecord", with(cr, map[string]any{"collection": "com.atproto.lexicon.schema", "rkey": "not-an-nsid", "validate": false,
+		"record": map[string]any{"$type": "com.atproto.lexicon.schema", "lexicon": 1}})), "NSID")
+	invalid("applyWrites: create of a post at a key that is not a TID in the middle", batch(createWrite(nameTID("ok1"), post("a")), createWrite("not-a-tid", post("x")), createWrite(nameTID("ok2"), post("b"))), "TID")
+	invalid("applyWrites: update of a profile not at self", batch(createWrite(nameTID("ok1"), post("a")), map[string]any{"$type": "com.atproto.repo.applyWrites#update", "collection": "app.bsky.actor.profile", "rkey": "other", "value": profile}), "self")
+
+	// Blob references: the data model and the blob they name.
+	blobWith := func(changes map[string]any) map[string]any { return with(f.blob, changes) }
+	dagCBORRef := map[string]any{"$link": f.postCID}
+	for _, bc := range []struct {
+		name, errName, msg string
+		blob               map[string]any
+	}{
+		{"negative size", "InvalidRequest", "size", blobWith(map[string]any{"size": -1})},
+		{"negative size, large", "InvalidRequest", "size", blobWith(map[string]any{"size": -5000})},
+		{"size a string", "InvalidRequest", "size", blobWith(map[string]any{"size": "5000"})},
+		{"size a fraction", "InvalidRequest", "", blobWith(map[string]any{"size": 4999.5})},
+		{"$type not blob", "InvalidRequest", "", blobWith(map[string]any{"$type": "blob2"})},
+		{"no $type", "InvalidRequest", "", blobWith(map[string]any{"$type": nil})},
+		{"ref a dag-cbor CID", "InvalidBlob", "raw", blobWith(map[string]any{"ref": dagCBORRef})},
+		{"mime type other than the upload's", "InvalidMimeType", "image/png", blobWith(map[string]any{"mimeType": "image/jpeg"})},
+		{"size other than the upload's", "InvalidBlob", "size", blobWith(map[string]any{"size": 1})},
+	} {
+		add("createRecord: post with a blob: "+bc.name, js("com.atproto.repo.createRecord", with(cr, map[string]any{"record": blobPost(bc.blob)})), 400, bc.errName, bc.msg)
+		add("applyWrites: post with a blob: "+bc.name+" in the middle", batch(createWrite(nameTID("ok1"), post("a")), createWrite(nameTID("blob"), blobPost(bc.blob)), createWrite(nameTID("ok2"), post("b"))), 400, bc.errName, bc.msg)
+	}
+	// Without a lexicon, the blob checks still hold.
+	invalid("createRecord: blob with a negative size in a collection without a lexicon", js("com.atproto.repo.createRecord", with(cr, map[string]any{"collection": "com.example.thing",
+		"record": map[string]any{"$type": "com.example.thing", "b": blobWith(map[string]any{"size": -1})}})), "size")
+	add("createRecord: blob with another mime type in a collection without a lexicon", js("com.atproto.repo.createRecord", with(cr, map[string]any{"collection": "com.example.thing",
+		"record": map[string]any{"$type": "com.example.thing", "b": blobWith(map[string]any{"mimeType": "video/mp4"})}})), 400, "InvalidMimeType", "")
+	add("putRecord: blob ref a dag-cbor CID in a collection without a lexicon", js("com.atproto.repo.putRecord", with(cr, map[string]any{"collection": "com.example.thing", "rkey": "b",
+		"record": map[string]any{"$type": "com.example.thing", "b": blobWith(map[string]any{"ref": dagCBORRef})}})), 400, "InvalidBlob", "")
+
+	// Content negotiation: the reference's answers, nothing written.
+	enc := func(rq rawReq, coding string) rawReq {
+		rq.headers = map[string]string{"Content-Encoding": coding}
+		return rq
+	}
+	crBody := string(jsonBody(t, cr))
+	invalid("createRecord: no Content-Type", raw("com.atproto.repo.createRecord", "", crBody), "Request encoding (Content-Type) required but not provided")
+	invalid("createRecord: no Content-Type, no body", raw("com.atproto.repo.createRecord", "", ""), "A request body is expected but none was provided")
+	invalid("createRecord: no Content-Type, chunked", chunked(raw("com.atproto.repo.createRecord", "", crBody)), "Request encoding (Content-Type) required but not provided")
+	invalid("createSession: no Content-Type", raw("com.atproto.server.createSession", "", string(jsonBody(t, bodies["com.atproto.server.createSession"]))), "Content-Type")
+	invalid("createAppPassword: no Content-Type", raw("com.atproto.server.createAppPassword", "", `{"name":"x"}`), "Content-Type")
+	for _, coding := range []string{"br", "compress", "zstd", "gzip, br", "x-unknown"} {
+		add("createRecord: Content-Encoding "+coding, enc(raw("com.atproto.repo.createRecord", "application/json", crBody), coding), 415, "UnsupportedMediaType", "unsupported content-encoding")
+		add("uploadBlob: Content-Encoding "+coding, enc(rawReq{method: "POST", nsid: "com.atproto.repo.uploadBlob", authz: auth, contentType: "image/png", body: pngBytes(t, 500)}, coding), 415, "UnsupportedMediaType", "")
+	}
+	gz := gzipBytes(t, []byte(crBody))
+	invalid("createRecord: Content-Encoding gzip, body not gzip", enc(raw("com.atproto.repo.createRecord", "application/json", crBody), "gzip"), "")
+	invalid("createRecord: Content-Encoding gzip, truncated", enc(raw("com.atproto.repo.createRecord", "application/json", string(gz[:len(gz)/2])), "gzip"), "")
+	invalid("createRecord: Content-Encoding deflate, body gzip", enc(raw("com.atproto.repo.createRecord", "application/json", string(gz)), "deflate"), "")
+	invalid("uploadBlob: Content-Encoding gzip, body not gzip", enc(rawReq{method: "POST", nsid: "com.atproto.repo.uploadBlob", authz: auth, contentType: "image/png", body: pngBytes(t, 500)}, "gzip"), "")
+	bomb := gzipBytes(t, append([]byte(`{"repo":"`+f.did+`","collection":"com.example.thing","record":{"$type":"com.example.thing","pad":"`), bytes.Repeat([]byte("a"), 20<<20)...))
+	tooLarge("createRecord: a gzip body that inflates to 20 MB", enc(raw("com.atproto.repo.createRecord", "application/json", string(bomb)), "gzip"))
+	tooLarge("uploadBlob: a gzip body that inflates over the blob limit", enc(rawReq{method: "POST", nsid: "com.atproto.repo.uploadBlob", authz: auth, contentType: "image/png", body: gzipBytes(t, pngBytes(t, 50_000))}, "gzip"))
+
+	// Decode errors say the field and the lexicon's type.
+	invalid("createSession: identifier a number, in lexicon terms", js("com.atproto.server.createSession", map[string]any{"identifier": 1, "password": "x"}), "Input/identifier must be a string")
+	invalid("createRecord: validate a string, in lexicon terms", js("com.atproto.repo.createRecord", with(cr, map[string]any{"validate": "yes"})), "Input/validate must be a boolean")
+	invalid("createRecord: repo an object", js("com.atproto.repo.createRecord", with(cr, map[string]any{"repo": map[string]any{}})), "Input/repo must be a string")
+	invalid("applyWrites: writes an object, in lexicon terms", js("com.atproto.repo.applyWrites", map[string]any{"repo": f.did, "writes": map[string]any{}}), "Input/writes must be an array")
+	invalid("applyWrites: a write that is a string, in lexicon terms", batch(createWrite(nameTID("ok1"), post("a")), "create"), "Input/writes/1 must be an object")
+	invalid("applyWrites: a write whose collection is a number", batch(map[string]any{"$type": "com.atproto.repo.applyWrites#create", "collection": 5, "value": post("a")}), "Input/writes/0/collection must be a string")
+	invalid("createAppPassword: privileged a string", js("com.atproto.server.createAppPassword", map[string]any{"name": "x", "privileged": "yes"}), "Input/privileged must be a boolean")
+	invalid("createRecord: a syntax error says where", raw("com.atproto.repo.createRecord", "application/json", `{"repo": x}`), "at byte")
 
 	// Blobs over the limit (PDS_BLOB_UPLOAD_LIMIT=10000).
 	blob := func(n int) rawReq {
@@ -348,6 +438,10 @@ func TestBadInput(t *testing.T) {
 	for _, tc := range badInputCases(t, f) {
 		st, out, _ := s.send(t, tc.rq)
 		wantXRPCError(t, tc.name, st, out, tc.status, tc.errName, tc.msg)
+		// Messages speak the lexicon's language, never Go's.
+		if msg, _ := out["message"].(string); strings.Contains(msg, "Go ") || strings.Contains(msg, "json:") || strings.Contains(msg, "api.") || strings.Contains(msg, "struct") {
+			t.Errorf("%s: message leaks Go internals: %q", tc.name, msg)
+		}
 		before = s.wantUnchanged(t, tc.name, before, f.did, f.colls...)
 	}
 

@@ -59,6 +59,9 @@ type config struct {
 	// Now is the clock of session tokens (nil: time.Now); tests move it.
 	Now func() time.Time
 
+	// Email is the SMTP server and outbox settings.
+	Email emailConfig
+
 	JWTSecret     []byte
 	AdminPassword string
 	RotationKey   atcrypto.PrivateKeyExportable
@@ -135,6 +138,11 @@ func loadConfig(getenv env, listenFlag, dataFlag string) (*config, error) {
 	c.DIDMethod = getenv.str("PDS_DID_METHOD", "plc")
 	if c.DIDMethod != "plc" && c.DIDMethod != "web" {
 		return nil, fmt.Errorf("PDS_DID_METHOD must be plc or web, not %q", c.DIDMethod)
+	}
+	if c.DIDMethod == "web" && !publicHostname(c.Hostname) {
+		return nil, fmt.Errorf("PDS_DID_METHOD=web needs a public hostname, and %q is not one: other servers resolve did:web:%s "+
+			"by fetching https://%s/.well-known/did.json, which they cannot reach, and clients reject it; "+
+			"set PDS_HOSTNAME to the server's public name, or use PDS_DID_METHOD=plc", c.Hostname, c.Hostname, c.Hostname)
 	}
 	c.InviteRequired = getenv.str("PDS_INVITE_REQUIRED", "true") != "false"
 	// A public server announces itself to the main relay unless told
@@ -216,6 +224,9 @@ func loadConfig(getenv env, listenFlag, dataFlag string) (*config, error) {
 	}
 	_ = os.Remove(probe)
 	c.BlobDir = getenv.str("PDS_BLOBSTORE_DISK_LOCATION", filepath.Join(c.DataDir, "blobs"))
+	if c.Email, err = loadEmailConfig(getenv); err != nil {
+		return nil, err
+	}
 
 	secret, err := secretFromEnvOrFile(getenv("PDS_JWT_SECRET"), filepath.Join(c.DataDir, "jwt-secret"), 32)
 	if err != nil {
@@ -237,6 +248,22 @@ func loadConfig(getenv env, listenFlag, dataFlag string) (*config, error) {
 		return nil, fmt.Errorf("PDS_PLC_ROTATION_KEY_K256_PRIVATE_KEY_HEX is not a K-256 private key: %w", err)
 	}
 	return c, nil
+}
+
+// privateTLDs are top-level names that never resolve on the public
+// internet (RFC 2606, RFC 6761, RFC 6762, RFC 7686, RFC 9476, ICANN's
+// .internal): a did:web under one of them is unresolvable for everyone else.
+var privateTLDs = map[string]bool{
+	"localhost": true, "local": true, "test": true, "example": true, "invalid": true,
+	"internal": true, "arpa": true, "onion": true, "alt": true, "home": true, "lan": true, "corp": true,
+}
+
+// publicHostname reports whether a hostname (already a valid host name, or
+// "localhost") could be reached by other servers: not localhost, not under
+// a private-use top-level name.
+func publicHostname(h string) bool {
+	tld := h[strings.LastIndexByte(h, '.')+1:]
+	return strings.Contains(h, ".") && !privateTLDs[tld]
 }
 
 // secretFromEnvOrFile returns the environment value if set; otherwise the

@@ -51,6 +51,10 @@ func TestConfigDefaults(t *testing.T) {
 		len(pub.Crawlers) != 1 || pub.AppViewDID != "did:web:api.bsky.app" {
 		t.Fatalf("public defaults: %+v", pub)
 	}
+	// did:web is fine on a public hostname.
+	if c, err := loadConfig(envOf(map[string]string{"PDS_HOSTNAME": "pds.example.com", "PDS_DID_METHOD": "web"}), "", t.TempDir()); err != nil || c.DIDMethod != "web" {
+		t.Fatalf("did:web on a public hostname: %v", err)
+	}
 }
 
 // TestConfigErrors: each bad setting stops startup with a message naming it.
@@ -75,6 +79,12 @@ func TestConfigErrors(t *testing.T) {
 		{"rotation key not hex", map[string]string{"PDS_PLC_ROTATION_KEY_K256_PRIVATE_KEY_HEX": "zz"}, "", "PDS_PLC_ROTATION_KEY_K256_PRIVATE_KEY_HEX"},
 		{"rotation key wrong size", map[string]string{"PDS_PLC_ROTATION_KEY_K256_PRIVATE_KEY_HEX": "00ff"}, "", "PDS_PLC_ROTATION_KEY_K256_PRIVATE_KEY_HEX"},
 		{"did method", map[string]string{"PDS_DID_METHOD": "key"}, "", "PDS_DID_METHOD"},
+		{"did:web on localhost", map[string]string{"PDS_DID_METHOD": "web"}, "", "PDS_DID_METHOD=web needs a public hostname"},
+		{"did:web on localhost, named", map[string]string{"PDS_DID_METHOD": "web", "PDS_HOSTNAME": "localhost"}, "", "PDS_DID_METHOD=web needs a public hostname"},
+		{"did:web on a .test name", map[string]string{"PDS_DID_METHOD": "web", "PDS_HOSTNAME": "pds.test"}, "", "PDS_DID_METHOD=web needs a public hostname"},
+		{"did:web on a .local name", map[string]string{"PDS_DID_METHOD": "web", "PDS_HOSTNAME": "box.local"}, "", "PDS_DID_METHOD=web needs a public hostname"},
+		{"did:web on a .internal name", map[string]string{"PDS_DID_METHOD": "web", "PDS_HOSTNAME": "pds.corp.internal"}, "", "PDS_DID_METHOD=web needs a public hostname"},
+		{"did:web on a .localhost name", map[string]string{"PDS_DID_METHOD": "web", "PDS_HOSTNAME": "pds.localhost"}, "", "PDS_DID_METHOD=web needs a public hostname"},
 		{"plc url", map[string]string{"PDS_DID_PLC_URL": "plc.directory"}, "", "PDS_DID_PLC_URL"},
 		{"blob limit", map[string]string{"PDS_BLOB_UPLOAD_LIMIT": "-5"}, "", "PDS_BLOB_UPLOAD_LIMIT"},
 		{"crawler", map[string]string{"PDS_CRAWLERS": "bsky.network"}, "", "PDS_CRAWLERS"},

@@ -262,7 +262,7 @@ func TestDurabilityKill9(t *testing.T) {
 						out, err = durPost(client, h.host, "com.atproto.repo.applyWrites", access, map[string]any{"repo": did, "writes": ws})
 					} else {
 						out, err = durPost(client, h.host, "com.atproto.repo.createRecord", access, map[string]any{"repo": did, "collection": "app.bsky.feed.post",
-							"rkey": fmt.Sprintf("r%dw%di%d", round, wi, i), "record": post(fmt.Sprintf("round %d writer %d #%d", round, wi, i))})
+							"rkey": testTID(round*1_000_000 + wi*10_000 + i), "record": post(fmt.Sprintf("round %d writer %d #%d", round, wi, i))})
 					}
 					if err != nil {
 						return // the server is gone (or the test fails below for want of acks)

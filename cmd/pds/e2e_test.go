@@ -139,7 +139,7 @@ func TestFirstHour(t *testing.T) {
 	for i := range 30 {
 		writes = append(writes, map[string]any{
 			"$type": "com.atproto.repo.applyWrites#create", "collection": "app.bsky.feed.post",
-			"rkey": fmt.Sprintf("3m%011d", i), "value": post(fmt.Sprintf("post %d", i)),
+			"rkey": testTID(i), "value": post(fmt.Sprintf("post %d", i)),
 		})
 	}
 	st, aw := s.call(t, "POST", "com.atproto.repo.applyWrites", access, "", map[string]any{"repo": did, "writes": writes})

@@ -520,7 +520,7 @@ type fhWriter struct {
 
 func (w *fhWriter) rkey() string {
 	w.n++
-	return fmt.Sprintf("k%07d", w.n)
+	return testTID(w.n)
 }
 
 // record makes a record of collection, referencing a random blob now and

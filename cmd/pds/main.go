@@ -13,10 +13,12 @@
 //	repo_meta            "did" "commit" "rev" "data"  the head                               repo
 //	blobs                CID string               JSON metadata (mime, size, times, refs)    blobstore
 //	blob_refs            collection/rkey          CID bytes of the blobs the record uses     blobstore
+//	blob_missing         CID string               JSON {refs, path}: imported, not uploaded  blobstore
 //	events               seq (uint64 BE)          time (unix ns, 8 bytes) | wire frame       events
 //	auth_account         "account"                JSON: DID, handle, email, password hash    auth
 //	auth_app_passwords   name                     JSON app password record (hash, id)        auth
 //	auth_refresh_tokens  jti                      JSON refresh token record                  auth
+//	auth_email_tokens    purpose                  JSON {hash, issuedAt, expiresAt}           auth
 //	server_meta          "invite_code"            the invite code                            account
 //	server_meta          "account_status"         account.Status ("active" when absent)      account
 //	account_prefs        "app.bsky"               JSON preferences array                     account
@@ -53,6 +55,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return accountCmd(args[1:], stdout, stderr)
 	case "seq":
 		return seqCmd(args[1:], stdout, stderr)
+	case "oauth":
+		return oauthCmd(args[1:], stdout, stderr)
 	case "help", "--help", "-h":
 		usage(stdout)
 		return 0
@@ -76,6 +80,9 @@ Usage:
   pds seq raise N
                  after restoring a backup: make the next firehose seq greater
                  than N (the last seq relays saw), with the server stopped
+  pds oauth list | pds oauth revoke SESSION-ID
+                 list the apps signed in with OAuth, or revoke one
+                 (with the server stopped; or use /oauth/account)
   pds version    print the version
   pds help       show this help
 

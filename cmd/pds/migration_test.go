@@ -373,6 +373,11 @@ func TestMigrationInAndOut(t *testing.T) {
 	liveB := fhSubscribe(t, fhHost(b), "")
 	onB := migrate(t, a, b, acct, blobs)
 	migCheckMoved(t, plc, a, b, onB, records, blobs, liveB)
+	// The owner may still read the deactivated repository on the old
+	// server (as the reference's assertRepoAvailability allows).
+	if st, raw, _ := a.callRaw(t, "GET", "com.atproto.sync.getLatestCommit", acct.access, "did="+did, nil, ""); st != 200 {
+		t.Fatalf("owner's read of the deactivated repo: %d %s", st, raw)
+	}
 
 	// And out again, to c. The post written on b moves too.
 	records = migRecords(t, b, did, "")

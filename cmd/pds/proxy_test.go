@@ -527,15 +527,54 @@ func TestProxyPassthrough(t *testing.T) {
 			svc:    w.report, aud: pxReportDID, wantStatus: 200,
 		},
 		{
-			name: "unknown com.atproto method goes to the AppView", method: "GET", nsid: "com.atproto.label.queryLabels", query: "uriPatterns=*",
+			name: "label.queryLabels goes to the AppView, as the reference sends it", method: "GET", nsid: "com.atproto.label.queryLabels", query: "uriPatterns=*",
 			svc: w.appview, aud: pxAppViewDID, wantStatus: 200,
+		},
+		{
+			name: "identity.resolveIdentity goes to the AppView", method: "GET", nsid: "com.atproto.identity.resolveIdentity", query: "identifier=bob.test",
+			svc: w.appview, aud: pxAppViewDID, wantStatus: 200,
+		},
+		{
+			name: "temp.fetchLabels goes to the AppView", method: "GET", nsid: "com.atproto.temp.fetchLabels",
+			svc: w.appview, aud: pxAppViewDID, wantStatus: 200,
+		},
+		{
+			name: "lexicon.resolveLexicon goes to the AppView", method: "GET", nsid: "com.atproto.lexicon.resolveLexicon", query: "nsid=app.bsky.feed.post",
+			svc: w.appview, aud: pxAppViewDID, wantStatus: 200,
+		},
+		{
+			name: "unknown com.atproto.server method is never proxied", method: "POST", nsid: "com.atproto.server.doSomethingNew",
+			header: map[string]string{"Content-Type": "application/json"}, body: []byte(`{}`),
+			wantStatus: 501, wantError: "MethodNotImplemented",
+		},
+		{
+			name: "unknown com.atproto.repo method is never proxied", method: "GET", nsid: "com.atproto.repo.listEverything",
+			wantStatus: 501, wantError: "MethodNotImplemented",
+		},
+		{
+			name: "relay method sync.requestCrawl is not proxied", method: "POST", nsid: "com.atproto.sync.requestCrawl",
+			header: map[string]string{"Content-Type": "application/json"}, body: []byte(`{"hostname":"x.test"}`),
+			wantStatus: 501, wantError: "MethodNotImplemented",
+		},
+		{
+			name: "admin method is not proxied", method: "GET", nsid: "com.atproto.admin.searchAccounts",
+			wantStatus: 501, wantError: "MethodNotImplemented",
+		},
+		{
+			name: "unknown com.atproto method with atproto-proxy naming the AppView is not proxied", method: "GET", nsid: "com.atproto.server.getEverything",
+			header:     map[string]string{"Atproto-Proxy": pxAppViewDID + "#bsky_appview"},
+			wantStatus: 501, wantError: "MethodNotImplemented",
+		},
+		{
+			name: "com.atproto.x (a namespace that does not exist) is not proxied", method: "GET", nsid: "com.atproto.x.y",
+			wantStatus: 501, wantError: "MethodNotImplemented",
 		},
 		{
 			name: "chat.bsky without a header goes to the AppView", method: "GET", nsid: "chat.bsky.convo.getLog",
 			svc: w.appview, aud: pxAppViewDID, wantStatus: 200,
 		},
 		{
-			name: "protected method is never proxied", method: "POST", nsid: "com.atproto.server.requestAccountDelete",
+			name: "protected method is never proxied", method: "GET", nsid: "com.atproto.server.getAccountInviteCodes",
 			wantStatus: 501, wantError: "MethodNotImplemented",
 		},
 		{

@@ -9,6 +9,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	bolt "go.etcd.io/bbolt"
 	"hash"
 	"io"
 	"io/fs"
@@ -104,6 +105,8 @@ type rawReq struct {
 	body        []byte
 	// chunked hides the length: the body goes without Content-Length.
 	chunked bool
+	// headers are set as given (Content-Encoding, ...).
+	headers map[string]string
 }
 
 func bearerAuth(tok string) string { return "Bearer " + tok }
@@ -149,6 +152,9 @@ func (s *testServer) send(t *testing.T, rq rawReq) (int, map[string]any, http.He
 	}
 	if rq.authz != "" {
 		req.Header.Set("Authorization", rq.authz)
+	}
+	for k, v := range rq.headers {
+		req.Header.Set(k, v)
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
@@ -266,6 +272,9 @@ type state struct {
 	AppPasswords []string
 	Blobs        []string
 	BlobFiles    []string // every file under the blob directory, tmp/ included
+	// Seq is the firehose's last seq; Sessions the refresh tokens held.
+	Seq      int64
+	Sessions int
 }
 
 // snapshot reads the state of did's repository. extra names collections to
@@ -332,6 +341,16 @@ func (s *testServer) snapshot(t *testing.T, did string, extra ...string) state {
 	if err != nil {
 		t.Fatal(err)
 	}
+	st.Seq = s.app.events.LastSeq()
+	err = s.app.db.View(func(tx *bolt.Tx) error {
+		if b := tx.Bucket([]byte("auth_refresh_tokens")); b != nil {
+			st.Sessions = b.Stats().KeyN
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
 	return st
 }
 
@@ -342,6 +361,12 @@ func (s *testServer) wantUnchanged(t *testing.T, what string, before state, did 
 	after := s.snapshot(t, did, extra...)
 	if before.Head != after.Head || before.Rev != after.Rev {
 		t.Errorf("%s moved the head from %s (%s) to %s (%s)", what, before.Head, before.Rev, after.Head, after.Rev)
+	}
+	if before.Seq != after.Seq {
+		t.Errorf("%s moved the firehose from seq %d to %d", what, before.Seq, after.Seq)
+	}
+	if before.Sessions != after.Sessions {
+		t.Errorf("%s changed the sessions: %d refresh tokens, now %d", what, before.Sessions, after.Sessions)
 	}
 	for uri, c := range after.Records {
 		if old, ok := before.Records[uri]; !ok {
@@ -467,6 +492,8 @@ func TestSecurity(t *testing.T) {
 		{"expired", bearerAuth(mintJWT(t, "HS256", secret, hdr, with(good, past))), 400, "ExpiredToken", "Token has expired"},
 		{"no exp", bearerAuth(mintJWT(t, "HS256", secret, hdr, with(good, map[string]any{"exp": nil}))), 400, "InvalidToken", ""},
 		{"no iat", bearerAuth(mintJWT(t, "HS256", secret, hdr, with(good, map[string]any{"iat": nil}))), 400, "InvalidToken", ""},
+		{"nbf in the future", bearerAuth(mintJWT(t, "HS256", secret, hdr, with(good, map[string]any{"nbf": now + 600}))), 400, "InvalidToken", ""},
+		{"iat in the future", bearerAuth(mintJWT(t, "HS256", secret, hdr, with(good, map[string]any{"iat": now + 600, "exp": now + 4200}))), 400, "InvalidToken", ""},
 		{"typ JWT", bearerAuth(mintJWT(t, "HS256", secret, with(hdr, map[string]any{"typ": "JWT"}), good)), 400, "InvalidToken", ""},
 		{"no typ", bearerAuth(mintJWT(t, "HS256", secret, with(hdr, map[string]any{"typ": nil}), good)), 400, "InvalidToken", ""},
 		{"typ refresh+jwt", bearerAuth(mintJWT(t, "HS256", secret, with(hdr, map[string]any{"typ": "refresh+jwt"}), good)), 400, "InvalidToken", ""},
@@ -533,6 +560,8 @@ func TestSecurity(t *testing.T) {
 			{"unknown jti", bearerAuth(mintJWT(t, "HS256", secret, rhdr, with(rgood, map[string]any{"jti": "forged"}))), 400, "ExpiredToken", true},
 			{"no jti", bearerAuth(mintJWT(t, "HS256", secret, rhdr, with(rgood, map[string]any{"jti": nil}))), 400, "InvalidToken", false},
 			{"expired", bearerAuth(mintJWT(t, "HS256", secret, rhdr, with(rgood, past))), 400, "ExpiredToken", false},
+			{"nbf in the future", bearerAuth(mintJWT(t, "HS256", secret, rhdr, with(rgood, map[string]any{"nbf": now + 600}))), 400, "InvalidToken", false},
+			{"iat in the future", bearerAuth(mintJWT(t, "HS256", secret, rhdr, with(rgood, map[string]any{"iat": now + 600}))), 400, "InvalidToken", false},
 		} {
 			st, out, _ := s.send(t, rawReq{method: "POST", nsid: "com.atproto.server.refreshSession", authz: tc.authz})
 			wantXRPCError(t, "refreshSession with "+tc.name, st, out, tc.status, tc.errName, "")
@@ -618,11 +647,13 @@ func TestSecurity(t *testing.T) {
 		if a, b := jwtClaims(t, r1["refreshJwt"].(string))["jti"], jwtClaims(t, r1again["refreshJwt"].(string))["jti"]; a != b {
 			t.Errorf("reuse within the grace period gave another successor: %v, %v", a, b)
 		}
+		before.Sessions = s.snapshot(t, f.did).Sessions // the rotation stores the successor
 		before = s.wantUnchanged(t, "refresh within the grace period", before, f.did, f.colls...)
 
 		clock.Advance(time.Hour + time.Minute) // 2h01 after the rotation, 2h01 after the first access token
 		st, out := refresh(f.refresh)
 		wantXRPCError(t, "reuse after the grace period", st, out, 400, "ExpiredToken", "Token has been revoked")
+		before.Sessions = s.snapshot(t, f.did).Sessions // the expired token is forgotten
 		st, out, _ = s.send(t, rawReq{method: "GET", nsid: "com.atproto.server.getSession", authz: bearerAuth(f.access)})
 		wantXRPCError(t, "access token after 2 h", st, out, 400, "ExpiredToken", "Token has expired")
 		st, out, _ = s.send(t, rawReq{method: "POST", nsid: "com.atproto.repo.createRecord", authz: bearerAuth(f.access), contentType: "application/json",
@@ -635,6 +666,7 @@ func TestSecurity(t *testing.T) {
 		wantStatus(t, "refresh with the successor", st, r2, 200, "")
 		st, out, _ = s.send(t, rawReq{method: "GET", nsid: "com.atproto.server.getSession", authz: bearerAuth(r2["accessJwt"].(string))})
 		wantStatus(t, "getSession with the new access token", st, out, 200, "")
+		before.Sessions = s.snapshot(t, f.did).Sessions // the successor's successor
 		before = s.wantUnchanged(t, "refresh with the successor", before, f.did, f.colls...)
 	})
 }

@@ -63,12 +63,17 @@ func serve(args []string, stdout, stderr io.Writer) int {
 	if !a.accounts.Exists() {
 		code, err := a.accounts.InviteCode()
 		if err == nil {
-			fmt.Fprintf(stdout, "No account yet. Create it with:\n  pds account create --handle <name>%s --password <password>\nor from a client with invite code %s\n", firstDomain(cfg), code)
+			fmt.Fprintf(stdout, "No account yet. Create it with:\n  %s account create%s --handle <name>%s --password <password>\nor from a client with invite code %s\n",
+				selfCommand(os.Args[0]), dataHint(*data), firstDomain(cfg), code)
 		}
 	}
 	go a.blobs.RunGC(ctx, 10*time.Minute, log)
 	go a.events.RunPrune(ctx.Done(), time.Hour)
 	go a.crawler.Run(ctx)
+	if a.outbox != nil {
+		go a.outbox.Run(ctx)
+	}
+	go a.oauth.Run(ctx, 10*time.Minute)
 	go trimLoop(ctx, a, 2*time.Second)
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()

@@ -84,6 +84,9 @@ func Start(tb testing.TB, o Options) *Server {
 		DIDMethod: account.DIDPLC, PLC: plcClient, Resolver: resolver, RotationKey: rot, Log: log, Events: ev,
 	})
 	must(err)
+	tokens, err := auth.NewEmailTokens(db, nil)
+	must(err)
+	email := account.NewEmail(account.EmailConfig{DB: db, Auth: a, Tokens: tokens, Hostname: "localhost", Log: log})
 	cat := lexicon.NewBaseCatalog()
 	must(cat.LoadEmbedFS(lexicons.FS))
 	h := api.NewRouter(api.Deps{
@@ -93,7 +96,7 @@ func Start(tb testing.TB, o Options) *Server {
 			BlobUploadLimit: 5 << 20, AllowPrivateUpstreams: true,
 		},
 		Accounts: accts, Auth: a, Blobs: blobs, Events: ev, Resolver: resolver, Lexicons: cat, Log: log,
-		Verifiers: o.Verifiers,
+		Verifiers: o.Verifiers, Email: email,
 	})
 	hs := httptest.NewServer(h)
 	tb.Cleanup(func() {
