@@ -2,7 +2,7 @@
 # the reference PDS (a writable copy of ../shared/refpds) and our server.
 #
 # Env overrides:
-#   REFPDS_SRC    the read-only refpds folder to copy   (<repo>/../shared/refpds)
+#   REFPDS_SRC    the refpds folder to copy   (e2e/refpds, a copy of ../shared/refpds)
 #   REFPDS_DIR    the writable copy, node 22 + node_modules live here (/tmp/refpds)
 #   E2E_WORK      scratch folder: our data dir, logs, results (/tmp/pds-e2e)
 #   REFPDS_DATA   the reference's data dir ($E2E_WORK/refpds-data)
@@ -12,7 +12,7 @@
 
 E2E_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(cd "$E2E_DIR/.." && pwd)"
-REFPDS_SRC="${REFPDS_SRC:-$ROOT/../shared/refpds}"
+REFPDS_SRC="${REFPDS_SRC:-$E2E_DIR/refpds}"
 export REFPDS_DIR="${REFPDS_DIR:-/tmp/refpds}"
 E2E_WORK="${E2E_WORK:-/tmp/pds-e2e}"
 export REFPDS_DATA="${REFPDS_DATA:-$E2E_WORK/refpds-data}"
@@ -30,13 +30,20 @@ port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 # The refpds scripts install node 22 and node_modules next to themselves, and
 # the shared folder is read-only: work from a copy.
+# A copy made from an older REFPDS_SRC gets its changed files (start.sh
+# reinstalls node_modules when package*.json changed).
 refpds_copy() {
-  if [[ ! -x "$REFPDS_DIR/start.sh" ]]; then
-    [[ -d "$REFPDS_SRC" ]] || { log "no refpds at $REFPDS_SRC (set REFPDS_SRC)"; return 1; }
-    log "copying $REFPDS_SRC to $REFPDS_DIR"
-    cp -r "$REFPDS_SRC" "$REFPDS_DIR"
-    chmod -R u+w "$REFPDS_DIR"
-  fi
+  [[ -d "$REFPDS_SRC" ]] || { log "no refpds at $REFPDS_SRC (set REFPDS_SRC)"; return 1; }
+  local f
+  mkdir -p "$REFPDS_DIR"
+  for f in "$REFPDS_SRC"/* "$REFPDS_SRC"/.gitignore; do
+    [[ -f "$f" ]] || continue
+    if ! cmp -s "$f" "$REFPDS_DIR/$(basename "$f")"; then
+      log "copying $f to $REFPDS_DIR"
+      cp "$f" "$REFPDS_DIR/"
+      chmod u+w "$REFPDS_DIR/$(basename "$f")"
+    fi
+  done
 }
 
 # node 22 from the copy (installs it and node_modules on first use, 2-4 min)
