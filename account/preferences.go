@@ -90,7 +90,9 @@ func (s *Service) PutPreferencesAs(access PrefsAccess, prefs []json.RawMessage) 
 		}
 	}
 	return s.db.Update(func(tx *bolt.Tx) error {
-		if err := statusTx(tx).Allows(ActionWrite); err != nil {
+		// A deactivated account migrating in brings its preferences, as
+		// the reference allows (ActionImport).
+		if err := statusTx(tx).Allows(ActionImport); err != nil {
 			return err
 		}
 		all := make([]json.RawMessage, 0, len(prefs))

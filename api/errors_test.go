@@ -120,9 +120,8 @@ var serverFaults = map[string]bool{
 	"mst.ErrMalformedNode": true,
 	"mst.ErrStopWalk":      true,
 	// Configuration and programming errors of the mail side.
-	"mail.ErrConfig":            true,
-	"mail.ErrPermanent":         true,
-	"auth.ErrEmailTokenPurpose": true,
+	"mail.ErrConfig":    true,
+	"mail.ErrPermanent": true,
 }
 
 // exportedErrors parses the module's packages and returns "pkg.ErrName" of

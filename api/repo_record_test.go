@@ -30,7 +30,7 @@ type answered struct {
 func TestPutDeleteRace(t *testing.T) {
 	s := testpds.Start(t, testpds.Options{})
 	did, access, _ := s.CreateAccount(t)
-	const rkey = "3kracekey0000"
+	const rkey = "3kracekey2222"
 	path := postColl + "/" + rkey
 	rounds := 60
 	if testing.Short() {
@@ -168,14 +168,14 @@ func TestWriteAnswersNoopUpdate(t *testing.T) {
 		}
 		return out["cid"].(string), out
 	}
-	first, _ := put("3knoop0000000", "same")
-	again, _ := put("3knoop0000000", "same")
+	first, _ := put("3knoop2222222", "same")
+	again, _ := put("3knoop2222222", "same")
 	if again != first {
 		t.Fatalf("no-op putRecord answered %s, record is %s", again, first)
 	}
-	upd := map[string]any{"$type": "com.atproto.repo.applyWrites#update", "collection": postColl, "rkey": "3knoop0000000", "value": postRecord("same")}
-	crt := map[string]any{"$type": "com.atproto.repo.applyWrites#create", "collection": postColl, "rkey": "3knoop0000001", "value": postRecord("new")}
-	dl := map[string]any{"$type": "com.atproto.repo.applyWrites#delete", "collection": postColl, "rkey": "3knoop0000001"}
+	upd := map[string]any{"$type": "com.atproto.repo.applyWrites#update", "collection": postColl, "rkey": "3knoop2222222", "value": postRecord("same")}
+	crt := map[string]any{"$type": "com.atproto.repo.applyWrites#create", "collection": postColl, "rkey": "3knoop2222223", "value": postRecord("new")}
+	dl := map[string]any{"$type": "com.atproto.repo.applyWrites#delete", "collection": postColl, "rkey": "3knoop2222223"}
 	st, out := s.Call(t, "POST", "com.atproto.repo.applyWrites", access, map[string]any{"repo": did, "writes": []any{upd, crt}})
 	if st != 200 {
 		t.Fatalf("applyWrites: %d %v", st, out)
@@ -189,7 +189,7 @@ func TestWriteAnswersNoopUpdate(t *testing.T) {
 	if r0["$type"] != "com.atproto.repo.applyWrites#updateResult" || r0["cid"] != first {
 		t.Fatalf("no-op update result %v, record is %s", r0, first)
 	}
-	created, _ := put("3knoop0000001", "new")
+	created, _ := put("3knoop2222223", "new")
 	if r1["$type"] != "com.atproto.repo.applyWrites#createResult" || r1["cid"] != created {
 		t.Fatalf("create result %v, record is %s", r1, created)
 	}
@@ -200,7 +200,7 @@ func TestWriteAnswersNoopUpdate(t *testing.T) {
 	}
 	// swapRecord null: the record must not exist (InvalidSwap if it does).
 	st, out = s.Call(t, "POST", "com.atproto.repo.putRecord", access, map[string]any{
-		"repo": did, "collection": postColl, "rkey": "3knoop0000000", "record": postRecord("x"), "swapRecord": nil,
+		"repo": did, "collection": postColl, "rkey": "3knoop2222222", "record": postRecord("x"), "swapRecord": nil,
 	})
 	if st != 400 || out["error"] != "InvalidSwap" {
 		t.Fatalf("swapRecord null on an existing record: %d %v", st, out)
