@@ -20,25 +20,10 @@ import (
 type adminAPI struct {
 	s     *server
 	email *account.Email
-	// perIP bounds admin calls per client address, so that the password
-	// cannot be guessed at speed.
-	perIP *auth.RateLimiter
 }
 
 func newAdminAPI(s *server, email *account.Email) *adminAPI {
-	return &adminAPI{s: s, email: email, perIP: auth.NewRateLimiter(300, 5*time.Minute, nil)}
-}
-
-// limit is middleware: the per-IP budget of admin calls, spent before the
-// credentials are checked.
-func (a *adminAPI) limit(next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if err := rateLimit(w, limitCheck{a.perIP, a.s.clientIP(r)}); err != nil {
-			writeError(w, r, a.s.log, err)
-			return
-		}
-		next.ServeHTTP(w, r)
-	})
+	return &adminAPI{s: s, email: email}
 }
 
 var errAccountNotFound = xerr(http.StatusBadRequest, "NotFound", "Account not found")

@@ -17,3 +17,9 @@ func hasBasicAuth(r *http.Request) bool {
 func (s *server) limitAdmin(w http.ResponseWriter, r *http.Request) error {
 	return rateLimit(w, limitCheck{s.adminLimit, s.addrKey(r)})
 }
+
+// limitCreateAdmin is limitAdmin for createAccount, with its own tighter
+// budget (createAdminAttempts).
+func (s *server) limitCreateAdmin(w http.ResponseWriter, r *http.Request) error {
+	return rateLimit(w, limitCheck{s.createAdminLimit, s.addrKey(r)})
+}

@@ -9,9 +9,13 @@ import (
 )
 
 const (
-	// adminAttempts is the admin credential attempts allowed per address
-	// in 5 minutes: the operator needs a handful.
-	adminAttempts = 10
+	// adminAttempts is the admin API calls with Basic credentials allowed
+	// per address in 5 minutes: enough for the operator's tools and a
+	// metrics scraper, far too few to guess a generated password.
+	adminAttempts = 300
+	// createAdminAttempts bounds admin credentials on createAccount, which
+	// the operator uses once: a handful.
+	createAdminAttempts = 10
 	// knownAddrTTL is how long an address the owner used stays known.
 	knownAddrTTL = 30 * 24 * time.Hour
 )

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/netip"
+	"reflect"
 	"slices"
 	"strings"
 	"time"
@@ -107,7 +108,10 @@ type server struct {
 	// adminLimit bounds admin credential attempts per address;
 	// knownAddrs are the owner's recent addresses (login_guard.go).
 	adminLimit *auth.RateLimiter
-	knownAddrs *auth.KnownAddrs
+	// createAdminLimit is the tighter budget of admin credentials on
+	// createAccount.
+	createAdminLimit *auth.RateLimiter
+	knownAddrs       *auth.KnownAddrs
 	// jtis remembers the service tokens already used (replay refusal).
 	jtis *auth.JTICache
 	// healthCheck probes the database for /xrpc/_health (nil: none).
@@ -135,12 +139,13 @@ func NewRouter(d Deps) http.Handler {
 	}
 	s := &server{cfg: d.Config, accounts: d.Accounts, auth: d.Auth, blobs: d.Blobs, events: d.Events, lex: d.Lexicons, log: d.Log,
 		loginIP: d.LoginByIP, loginID: d.LoginByIdentifier, tids: syntax.NewTIDClock(0), resolver: d.Resolver,
-		upstream:    identity.NewSafeClient(0, d.Config.AllowPrivateUpstreams),
-		handleLimit: auth.NewRateLimiter(10, 5*time.Minute, nil),
-		adminLimit:  auth.NewRateLimiter(adminAttempts, 5*time.Minute, nil),
-		knownAddrs:  auth.NewKnownAddrs(knownAddrTTL, nil),
-		jtis:        auth.NewJTICache(),
-		healthCheck: d.Health}
+		upstream:         identity.NewSafeClient(0, d.Config.AllowPrivateUpstreams),
+		handleLimit:      auth.NewRateLimiter(10, 5*time.Minute, nil),
+		adminLimit:       auth.NewRateLimiter(adminAttempts, 5*time.Minute, nil),
+		createAdminLimit: auth.NewRateLimiter(createAdminAttempts, 5*time.Minute, nil),
+		knownAddrs:       auth.NewKnownAddrs(knownAddrTTL, nil),
+		jtis:             auth.NewJTICache(),
+		healthCheck:      d.Health}
 	// What the operator configured is trusted as configured (http, loopback
 	// or a LAN address included); only services learned from DID documents
 	// need the SSRF guard.
@@ -202,7 +207,7 @@ func NewRouter(d Deps) http.Handler {
 
 	// com.atproto.admin (and createInviteCode): HTTP Basic admin only
 	ad := newAdminAPI(s, d.Email)
-	admin := r.With(ad.limit, need(auth.PermAdmin))
+	admin := r.With(need(auth.PermAdmin)) // requireAuth counts admin attempts (limitAdmin)
 	admin.Get("/xrpc/com.atproto.admin.getAccountInfo", ad.getAccountInfo)
 	admin.Get("/xrpc/com.atproto.admin.getAccountInfos", ad.getAccountInfos)
 	admin.Post("/xrpc/com.atproto.admin.updateAccountPassword", ad.updateAccountPassword)
@@ -262,14 +267,17 @@ func NewRouter(d Deps) http.Handler {
 	// the wrong one is refused rather than proxied.
 	s.local = map[string]string{}
 	s.authed = map[string]bool{}
-	global := len(r.Middlewares())
+	// Every requireAuth middleware is the same function literal, so its
+	// code pointer tells it from a route's other middlewares.
+	authMW := reflect.ValueOf(s.requireAuth(auth.PermAccountRead)).Pointer()
 	_ = chi.Walk(r, func(method, route string, _ http.Handler, mws ...func(http.Handler) http.Handler) error {
 		if nsid, ok := strings.CutPrefix(route, "/xrpc/"); ok {
 			s.local[nsid] = method
-			// A route's own middlewares (beyond the global ones) are its
-			// auth (need); its query is checked after them (see
-			// checkQueryParams).
-			s.authed[nsid] = len(mws) > global
+			// A route with requireAuth has its query checked after the
+			// caller is authenticated (see checkQueryParams).
+			s.authed[nsid] = slices.ContainsFunc(mws, func(mw func(http.Handler) http.Handler) bool {
+				return reflect.ValueOf(mw).Pointer() == authMW
+			})
 		}
 		return nil
 	})

@@ -18,7 +18,7 @@ func (s *server) createAccount(w http.ResponseWriter, r *http.Request) {
 	// password: wrong and right ones used to answer differently, an oracle
 	// for guessing it.
 	if hasBasicAuth(r) {
-		if err := s.limitAdmin(w, r); err != nil {
+		if err := s.limitCreateAdmin(w, r); err != nil {
 			writeError(w, r, s.log, err)
 			return
 		}

@@ -240,7 +240,7 @@ func TestPublicPLCRefusedForPrivateHost(t *testing.T) {
 	t.Setenv("PDS_HOSTNAME", "localhost")
 	t.Setenv("PDS_DID_PLC_URL", "https://plc.directory")
 	var stderr bytes.Buffer
-	if code := run([]string{"account", "create", "--data", dir, "--handle", "alice.test", "--password", "hunter2-hunter2"}, io.Discard, &stderr); code == 0 || !strings.Contains(stderr.String(), "pds dev") {
+	if code := accountCreate([]string{"--data", dir, "--handle", "alice.test"}, stdinFile(t, "hunter2-hunter2\n"), io.Discard, &stderr); code == 0 || !strings.Contains(stderr.String(), "pds dev") {
 		t.Fatalf("account create: exit %d, %s", code, stderr.String())
 	}
 	if _, err := os.Stat(filepath.Join(dir, dbFile)); err == nil {

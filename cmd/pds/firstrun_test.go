@@ -107,7 +107,7 @@ func TestFirstRunCommands(t *testing.T) {
 			t.Fatalf("no startup hint\n%s", stderr.String())
 		}
 	}
-	want := os.Args[0] + " account create --data " + shellQuote(data) + " --handle <name>.test --password <password>"
+	want := os.Args[0] + " account create --data " + shellQuote(data) + " --handle <name>.test (it asks for the password)"
 	if hint != want {
 		t.Errorf("startup hint %q\nwant %q", hint, want)
 	}
@@ -121,7 +121,7 @@ func TestFirstRunCommands(t *testing.T) {
 	}
 	out.Reset()
 	errOut.Reset()
-	if rc := run([]string{"account", "create", "--data", data, "--handle", "alice.test", "--password", "a long password"}, &out, &errOut); rc != 0 || !strings.Contains(out.String(), "with handle alice.test") {
+	if rc := accountCreate([]string{"--data", data, "--handle", "alice.test"}, stdinFile(t, "a long password\n"), &out, &errOut); rc != 0 || !strings.Contains(out.String(), "with handle alice.test") {
 		t.Fatalf("account create while the server runs: exit %d, stdout %q, stderr %q", rc, out.String(), errOut.String())
 	}
 	// With a wrong admin password the server refuses, and the command says so.

@@ -22,20 +22,7 @@ func TestAccountCreatePasswordFromStdin(t *testing.T) {
 	} {
 		t.Setenv(k, v)
 	}
-	stdin := func(s string) *os.File {
-		f, err := os.Create(filepath.Join(t.TempDir(), "stdin"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := f.WriteString(s); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := f.Seek(0, 0); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { f.Close() })
-		return f
-	}
+	stdin := func(s string) *os.File { return stdinFile(t, s) }
 	var out, errb bytes.Buffer
 	if code := accountCreate([]string{"--handle", "alice.test", "--password", "x"}, stdin("pw\n"), &out, &errb); code != 2 {
 		t.Fatalf("--password accepted (exit %d)", code)
@@ -55,4 +42,21 @@ func TestAccountCreatePasswordFromStdin(t *testing.T) {
 	if _, err := a.auth.Login(t.Context(), "alice.test", "correct horse battery"); err != nil {
 		t.Fatalf("login with the stdin password: %v", err)
 	}
+}
+
+// stdinFile is a file holding s, opened for reading, to stand in for stdin.
+func stdinFile(t *testing.T, s string) *os.File {
+	t.Helper()
+	f, err := os.Create(filepath.Join(t.TempDir(), "stdin"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteString(s); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.Seek(0, 0); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	return f
 }
