@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"os"
 	"path/filepath"
 	"slices"
@@ -8,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/pdsbox/pds/account"
+	"github.com/pdsbox/pds/auth"
 )
 
 // TestAdminDeleteAccount: com.atproto.admin.deleteAccount with the admin
@@ -90,5 +92,38 @@ func TestAdminDeleteAccount(t *testing.T) {
 	wantStatus(t, "createRecord on a fresh account", st, out, 200, "")
 	if ts.app.events.LastSeq() <= seqBefore+1 {
 		t.Fatalf("seq went back: %d", ts.app.events.LastSeq())
+	}
+}
+
+// TestUserDeleteAccountSharesDeletion: com.atproto.server.deleteAccount
+// (password and delete_account token) still deletes through the deletion
+// it shares with the admin method; a wrong password or a reused token is
+// refused.
+func TestUserDeleteAccountSharesDeletion(t *testing.T) {
+	ts := startServer(t, nil)
+	did, access, _ := ts.createAccount(t)
+	tok, _, err := ts.app.tokens.Issue(context.Background(), auth.PurposeDeleteAccount)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, out := ts.call(t, "POST", "com.atproto.server.deleteAccount", "", "", map[string]any{"did": did, "password": "wrong-password", "token": tok})
+	wantStatus(t, "deleteAccount with a wrong password", st, out, 401, "AuthRequired")
+	seqBefore := ts.app.events.LastSeq()
+	st, out = ts.call(t, "POST", "com.atproto.server.deleteAccount", "", "", map[string]any{"did": did, "password": "hunter2-hunter2", "token": tok})
+	wantStatus(t, "deleteAccount", st, out, 200, "")
+	st, out = ts.call(t, "POST", "com.atproto.server.deleteAccount", "", "", map[string]any{"did": did, "password": "hunter2-hunter2", "token": tok})
+	wantStatus(t, "deleteAccount again", st, out, 401, "AuthRequired")
+	st, out = ts.call(t, "GET", "com.atproto.sync.getLatestCommit", "", "did="+did, nil)
+	wantStatus(t, "getLatestCommit after deletion", st, out, 400, "RepoNotFound")
+	if st, out := ts.call(t, "GET", "com.atproto.server.getSession", access, "", nil); st == 200 {
+		t.Fatalf("a session of the deleted account still works: %v", out)
+	}
+	fs := fhSubscribe(t, fhHost(ts), "0").waitUntil(t, "#account deleted", func(fs []fhFrame) bool {
+		return slices.ContainsFunc(fs, func(f fhFrame) bool {
+			return f.Account != nil && f.Account.Status != nil && *f.Account.Status == "deleted"
+		})
+	})
+	if last := fs[len(fs)-1]; last.Seq != seqBefore+1 || last.Account == nil {
+		t.Fatalf("last event %s seq %d, want #account at %d", last.T, last.Seq, seqBefore+1)
 	}
 }
