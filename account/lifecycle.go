@@ -404,15 +404,45 @@ func (s *Service) Delete(ctx context.Context, did syntax.DID, password, token st
 	if err := s.auth.VerifyAccountPassword(ctx, password); err != nil {
 		return err
 	}
-	err = s.db.Update(func(tx *bolt.Tx) error {
-		if err := s.cfg.Tokens.ConsumeTx(tx, auth.PurposeDeleteAccount, token); err != nil {
-			return err
+	return s.deleteLocked(st.DID, func(tx *bolt.Tx) error {
+		return s.cfg.Tokens.ConsumeTx(tx, auth.PurposeDeleteAccount, token)
+	})
+}
+
+// AdminDelete deletes the account as the operator's
+// com.atproto.admin.deleteAccount does: no password or token, otherwise
+// exactly what Delete does (same transaction, same #account deleted event).
+// A DID other than the account's is ErrWrongDID; no account is ErrNoAccount.
+func (s *Service) AdminDelete(ctx context.Context, did syntax.DID) error {
+	s.createMu.Lock()
+	defer s.createMu.Unlock()
+	st, err := s.Lifecycle(ctx)
+	if err != nil {
+		return err
+	}
+	if did != st.DID {
+		return fmt.Errorf("%w: %s", ErrWrongDID, did)
+	}
+	return s.deleteLocked(st.DID, nil)
+}
+
+// deleteLocked is the deletion shared by Delete and AdminDelete; the caller
+// holds createMu and has checked did. check, if set, runs first in the
+// transaction (the delete_account token).
+func (s *Service) deleteLocked(did syntax.DID, check func(*bolt.Tx) error) error {
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		if check != nil {
+			if err := check(tx); err != nil {
+				return err
+			}
 		}
 		if err := s.auth.DeleteAccountTx(tx); err != nil {
 			return err
 		}
-		if err := s.cfg.Tokens.DeleteAllTx(tx); err != nil {
-			return err
+		if s.cfg.Tokens != nil {
+			if err := s.cfg.Tokens.DeleteAllTx(tx); err != nil {
+				return err
+			}
 		}
 		if err := repo.DestroyTx(tx); err != nil {
 			return err
@@ -430,7 +460,7 @@ func (s *Service) Delete(ctx context.Context, did syntax.DID, password, token st
 		if s.cfg.Events == nil {
 			return nil
 		}
-		seq, err := s.cfg.Events.AppendAccount(tx, st.DID, false, "deleted")
+		seq, err := s.cfg.Events.AppendAccount(tx, did, false, "deleted")
 		if err != nil {
 			return err
 		}
@@ -448,6 +478,6 @@ func (s *Service) Delete(ctx context.Context, did syntax.DID, password, token st
 	if err := os.Remove(filepath.Join(s.cfg.DataDir, SigningKeyFile)); err != nil && !os.IsNotExist(err) {
 		s.cfg.Log.Warn("removing the signing key after account deletion", "err", err)
 	}
-	s.cfg.Log.Info("account deleted", "did", st.DID)
+	s.cfg.Log.Info("account deleted", "did", did)
 	return nil
 }

@@ -326,3 +326,32 @@ func (a *adminAPI) issueEmailTokens(w http.ResponseWriter, r *http.Request) {
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"tokens": tokens})
 }
+
+// deleteAccount is com.atproto.admin.deleteAccount: the operator deletes the
+// account without its password or a token, through the same deletion as
+// com.atproto.server.deleteAccount (#account status deleted on the
+// firehose). A DID other than the account's, or no account, is
+// errAccountNotFound.
+func (a *adminAPI) deleteAccount(w http.ResponseWriter, r *http.Request) {
+	var in struct {
+		DID string `json:"did"`
+	}
+	if err := decodeJSON(w, r, maxJSONBody, &in); err != nil {
+		writeError(w, r, a.s.log, err)
+		return
+	}
+	did, err := syntax.ParseDID(strings.TrimSpace(in.DID))
+	if err != nil {
+		writeError(w, r, a.s.log, invalidRequest("did: a DID is required"))
+		return
+	}
+	if err := a.s.accounts.AdminDelete(r.Context(), did); err != nil {
+		if errors.Is(err, account.ErrWrongDID) || errors.Is(err, account.ErrNoAccount) {
+			err = errAccountNotFound
+		}
+		writeError(w, r, a.s.log, err)
+		return
+	}
+	a.s.log.Info("account deleted by the operator", "did", did.String())
+	w.WriteHeader(http.StatusOK)
+}

@@ -83,6 +83,7 @@ var routePermissions = map[string]string{
 	"POST com.atproto.admin.enableAccountInvites":            "admin",
 	"POST com.atproto.admin.updateSubjectStatus":             "admin",
 	"GET com.atproto.admin.getSubjectStatus":                 "admin",
+	"POST com.atproto.admin.deleteAccount":                   "admin",
 	"POST /pds/admin/email-tokens":                           "admin",
 	"POST com.atproto.identity.signPlcOperation":             "identity:plc",
 	"POST com.atproto.identity.submitPlcOperation":           "identity:plc",

@@ -221,6 +221,7 @@ func NewRouter(d Deps) http.Handler {
 	admin.Post("/xrpc/com.atproto.admin.enableAccountInvites", ad.setAccountInvites(false))
 	admin.Post("/xrpc/com.atproto.admin.updateSubjectStatus", ad.updateSubjectStatus)
 	admin.Get("/xrpc/com.atproto.admin.getSubjectStatus", ad.getSubjectStatus)
+	admin.Post("/xrpc/com.atproto.admin.deleteAccount", ad.deleteAccount)
 	admin.Post(EmailTokensPath, ad.issueEmailTokens) // not XRPC: `pds account tokens`
 
 	// com.atproto.repo

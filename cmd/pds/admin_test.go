@@ -43,6 +43,7 @@ func adminRoutes(did string) []struct {
 		{"POST", "com.atproto.admin.disableInviteCodes", "", map[string]any{"codes": []string{"x"}}},
 		{"POST", "com.atproto.admin.disableAccountInvites", "", map[string]any{"account": did}},
 		{"POST", "com.atproto.admin.enableAccountInvites", "", map[string]any{"account": did}},
+		{"POST", "com.atproto.admin.deleteAccount", "", map[string]any{"did": did}},
 	}
 }
 
