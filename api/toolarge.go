@@ -25,5 +25,10 @@ func answerTooLarge(w http.ResponseWriter, r *http.Request, status int, body any
 	rc := http.NewResponseController(w)
 	_ = rc.Flush()
 	_ = rc.SetReadDeadline(time.Now().Add(drainMaxTime))
-	_, _ = io.Copy(io.Discard, io.LimitReader(r.Body, drainMaxBytes))
+	rest := io.Reader(r.Body)
+	if d, ok := r.Body.(*deadlineBody); ok {
+		// Its per-read deadline would push past drainMaxTime.
+		rest = d.ReadCloser
+	}
+	_, _ = io.Copy(io.Discard, io.LimitReader(rest, drainMaxBytes))
 }
