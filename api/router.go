@@ -268,17 +268,16 @@ func NewRouter(d Deps) http.Handler {
 	// the wrong one is refused rather than proxied.
 	s.local = map[string]string{}
 	s.authed = map[string]bool{}
-	// Every requireAuth middleware is the same function literal, so its
-	// code pointer tells it from a route's other middlewares.
-	authMW := reflect.ValueOf(s.requireAuth(auth.PermAccountRead)).Pointer()
+	// A route's own middlewares (beyond the global ones) are its auth
+	// (need), whose query is checked after the caller is authenticated
+	// (see checkQueryParams), except the few that are not about auth.
+	global := len(r.Middlewares())
+	ptr := func(mw func(http.Handler) http.Handler) uintptr { return reflect.ValueOf(mw).Pointer() }
+	notAuth := map[uintptr]bool{ptr(streamDeadlines): true, ptr(s.requireAvailableRepo): true}
 	_ = chi.Walk(r, func(method, route string, _ http.Handler, mws ...func(http.Handler) http.Handler) error {
 		if nsid, ok := strings.CutPrefix(route, "/xrpc/"); ok {
 			s.local[nsid] = method
-			// A route with requireAuth has its query checked after the
-			// caller is authenticated (see checkQueryParams).
-			s.authed[nsid] = slices.ContainsFunc(mws, func(mw func(http.Handler) http.Handler) bool {
-				return reflect.ValueOf(mw).Pointer() == authMW
-			})
+			s.authed[nsid] = slices.ContainsFunc(mws[min(global, len(mws)):], func(mw func(http.Handler) http.Handler) bool { return !notAuth[ptr(mw)] })
 		}
 		return nil
 	})
