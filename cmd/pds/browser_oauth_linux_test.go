@@ -70,7 +70,9 @@ func TestBrowserOAuth(t *testing.T) {
 	cmd.WaitDelay = 5 * time.Second
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	start := time.Now()
 	err := cmd.Run()
+	t.Logf("browser.mjs ran %v", time.Since(start).Round(time.Millisecond))
 	if cmd.Process != nil {
 		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 	}

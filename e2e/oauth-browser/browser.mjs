@@ -78,7 +78,8 @@ try {
   await page.getByRole('button', { name: 'Allow' }).click()
   const params = await Promise.race([
     called,
-    new Promise((_, reject) => setTimeout(() => reject(new Error('no callback within 20 s')), 20000)),
+    // unref: a pending timer would keep node alive 20 s after the work is done
+    new Promise((_, reject) => setTimeout(() => reject(new Error('no callback within 20 s')), 20000).unref()),
   ])
   const { session } = await client.callback(params)
 
