@@ -22,8 +22,9 @@ var bucketImport = []byte("repo_import")
 
 // Bounds of one staging transaction of an import: the dirty pages bbolt
 // holds until the commit are about this much, whatever the repository's
-// size.
-const (
+// size. Variables only so that tests can make a small import take many
+// transactions.
+var (
 	importBatchBytes = 4 << 20
 	importBatchKeys  = 20_000
 )
@@ -33,9 +34,10 @@ const (
 const importFill = 0.9
 
 // testImportHook, when set by a test, runs after each staging transaction
-// (with its number, from 1) and can fail the import there, or stop the
-// process, to show that nothing of a partial import is seen.
-var testImportHook func(step int) error
+// (with its number, from 1; final for the last one, after which only the
+// switch remains) and can fail the import there, or stop the process, to
+// show that nothing of a partial import is seen.
+var testImportHook func(step int, final bool) error
 
 // writeImport writes the checked repository and makes it the head under a
 // new commit signed with our key. It holds the writer lock throughout, so
@@ -124,7 +126,7 @@ func (r *Repo) writeImport(ctx context.Context, imp *imported, sp *importSpill) 
 		}
 	}()
 	step := 0
-	stage := func(fill func(b *bolt.Bucket) error, bucket []byte) error {
+	stage := func(fill func(b *bolt.Bucket) error, bucket []byte, final *bool) error {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
@@ -137,7 +139,7 @@ func (r *Repo) writeImport(ctx context.Context, imp *imported, sp *importSpill) 
 		}
 		step++
 		if testImportHook != nil {
-			return testImportHook(step)
+			return testImportHook(step, *final)
 		}
 		return nil
 	}
@@ -170,7 +172,7 @@ func (r *Repo) writeImport(ctx context.Context, imp *imported, sp *importSpill) 
 				size += len(v)
 			}
 			return nil
-		}, bucketBlocks)
+		}, bucketBlocks, new(bool))
 		if err != nil {
 			return nil, err
 		}
@@ -195,13 +197,16 @@ func (r *Repo) writeImport(ctx context.Context, imp *imported, sp *importSpill) 
 				}
 			}
 			return nil
-		}, bucketRecords)
+		}, bucketRecords, &end)
 		if err != nil {
 			return nil, err
 		}
 	}
 
-	// The switch.
+	// The switch: the last moment a cancel aborts the import.
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
 	c = &Commit{
 		DID:         r.did,
 		CID:         commitCID,
