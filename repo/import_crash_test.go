@@ -27,6 +27,23 @@ func smallImportBatches(t *testing.T) {
 	t.Cleanup(func() { importBatchBytes, importBatchKeys = b, k })
 }
 
+// checkBolt runs bbolt's own consistency check: every page reachable once
+// or free, none leaked (the import moves and deletes whole buckets).
+func checkBolt(t testing.TB, db *bolt.DB) {
+	t.Helper()
+	if err := db.View(func(tx *bolt.Tx) error {
+		var first error
+		for err := range tx.Check() { // drained: the checker reads tx until it closes the channel
+			if first == nil {
+				first = err
+			}
+		}
+		return first
+	}); err != nil {
+		t.Fatalf("bbolt check: %v", err)
+	}
+}
+
 func setImportHook(t *testing.T, h func(step int, final bool) error) {
 	testImportHook = h
 	t.Cleanup(func() { testImportHook = nil })
@@ -82,6 +99,7 @@ func TestImportStaged(t *testing.T) {
 		t.Fatalf("head %s %s, want %s %s", got.head, got.rev, c.CID, c.Rev)
 	}
 	checkIntegrity(t, dst.db)
+	checkBolt(t, dst.db)
 	t.Logf("%d staging transactions", steps)
 }
 
@@ -129,6 +147,7 @@ func TestImportAbort(t *testing.T) {
 		impAssertSame(t, before, impStateOf(t, dst))
 		assertSnapshot(t, dst.db, snap)
 		checkIntegrity(t, dst.db)
+		checkBolt(t, dst.db)
 	}
 	// at is a step number, or -1 for the last staging transaction (the
 	// count varies by one with where the new commit sorts).
@@ -171,6 +190,7 @@ func TestImportAbort(t *testing.T) {
 		}
 		impCheckFullExport(t, dst, pub)
 		checkIntegrity(t, dst.db)
+		checkBolt(t, dst.db)
 	})
 }
 
@@ -327,6 +347,7 @@ func TestImportKill9(t *testing.T) {
 			t.Fatalf("stop %d: Open kept the staging area", stop)
 		}
 		checkIntegrity(t, dst.db)
+		checkBolt(t, dst.db)
 		got := impStateOf(t, dst)
 		if stop != 0 {
 			impAssertSame(t, before, got)
