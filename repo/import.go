@@ -22,7 +22,7 @@ import (
 // Default bounds of ImportCAR. The CAR's blocks are spilled to a temporary
 // file in the database's directory while they are checked, so
 // DefaultImportMaxBytes bounds that file; memory grows only with the number
-// of blocks (an index of about 60 bytes a block, see importSpill). 512 MiB is
+// of blocks (an index of 44 bytes a block, see importSpill). 512 MiB is
 // several times the largest repositories on the network today.
 const (
 	DefaultImportMaxBytes      int64 = 512 << 20
@@ -106,15 +106,12 @@ func (r *Repo) ImportCAR(ctx context.Context, rd io.Reader, pub atcrypto.PublicK
 }
 
 // imported is a checked repository, ready to be written. Its blocks are in
-// the spill file.
+// the spill file, whose refs count the references to each: one for each MST
+// node, one per path for records, none for the rest (the imported commit,
+// blocks nothing links).
 type imported struct {
 	rev  string
 	data cid.Cid
-	// nodes are the digests of the MST nodes.
-	nodes [][32]byte
-	// records maps each distinct record block to the number of paths that
-	// hold it (its reference count).
-	records map[[32]byte]uint32
 	// paths is the number of record paths (in the spill's path log).
 	paths int
 	blobs []cid.Cid
@@ -278,10 +275,17 @@ func (r *Repo) readImport(ctx context.Context, rd io.Reader, pub atcrypto.Public
 	if err != nil {
 		return nil, invalidCAR("MST root: %v", err)
 	}
-	imp = &imported{rev: sc.Rev, data: sc.Data, records: map[[32]byte]uint32{}, recBlobs: map[string][]cid.Cid{}}
+	imp = &imported{rev: sc.Rev, data: sc.Data, recBlobs: map[string][]cid.Cid{}}
+	// The nodes the Builder makes are the CAR's if its root is the
+	// commit's data; a node the CAR lacks means it is not.
+	missingNode := false
 	build := mst.NewBuilder(func(b mst.Block) error {
 		d, _ := digest(b.CID)
-		imp.nodes = append(imp.nodes, d)
+		if i, ok := sp.find(d); ok {
+			sp.refs[i] = 1
+		} else {
+			missingNode = true
+		}
 		return nil
 	})
 	// The blobs of each distinct record that has any, for records held at
@@ -305,10 +309,13 @@ func (r *Repo) readImport(ctx context.Context, rd io.Reader, pub atcrypto.Public
 		if !ok {
 			return invalidCAR("record %s: CID %s is not a dag-cbor sha2-256 CIDv1", key, val)
 		}
-		if n, seen := imp.records[d]; seen {
-			imp.records[d] = n + 1
-		} else {
-			blobs, err := checkImportedRecord(sp, key, val, d)
+		i, ok := sp.find(d)
+		if !ok {
+			return invalidCAR("record %s: block %s is not in the CAR", key, val)
+		}
+		if sp.refs[i] == 0 {
+			// The first path to this record: check it.
+			blobs, err := checkImportedRecord(sp, i, key)
 			if err != nil {
 				return err
 			}
@@ -316,8 +323,8 @@ func (r *Repo) readImport(ctx context.Context, rd io.Reader, pub atcrypto.Public
 				blobsOf[d] = blobs
 				imp.blobs = append(imp.blobs, blobs...)
 			}
-			imp.records[d] = 1
 		}
+		sp.refs[i]++
 		if bl := blobsOf[d]; len(bl) > 0 {
 			imp.recBlobs[string(key)] = bl
 		}
@@ -348,20 +355,21 @@ func (r *Repo) readImport(ctx context.Context, rd io.Reader, pub atcrypto.Public
 	if data != sc.Data {
 		return nil, invalidCAR("MST recomputes to %s, not the commit's data %s", data, sc.Data)
 	}
+	if missingNode {
+		// Impossible with the root equal: the walk read every node.
+		return nil, fmt.Errorf("%w: an MST node of %s is missing after the walk", ErrCorrupt, data)
+	}
 	// Same root, so the same nodes, byte for byte: these are the CAR's.
 	imp.blobs = uniqueCIDs(imp.blobs)
 	return imp, nil
 }
 
-// checkImportedRecord checks the record block val (digest d) of key and
+// checkImportedRecord checks the record of key, block i of the spill, and
 // returns the blobs it references.
-func checkImportedRecord(sp *importSpill, key []byte, val cid.Cid, d [32]byte) ([]cid.Cid, error) {
-	data, ok, err := sp.get(d)
+func checkImportedRecord(sp *importSpill, i int, key []byte) ([]cid.Cid, error) {
+	data, err := sp.read(i)
 	if err != nil {
 		return nil, err
-	}
-	if !ok {
-		return nil, invalidCAR("record %s: block %s is not in the CAR", key, val)
 	}
 	if len(data) > MaxRecordBytes {
 		return nil, invalidCAR("record %s is %d bytes, over %d", key, len(data), MaxRecordBytes)

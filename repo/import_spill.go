@@ -2,11 +2,13 @@ package repo
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
 	"os"
+	"slices"
 
 	"github.com/ipfs/go-cid"
 	"github.com/multiformats/go-multihash"
@@ -15,24 +17,34 @@ import (
 
 // importSpill holds the blocks of a CAR being imported in an unlinked
 // temporary file, so that checking a repository of any size costs memory
-// only for an index (about 60 bytes a block), not for the blocks. The file
-// then receives the log of the checked record paths, which the write phase
-// reads back in key order.
+// only for an index (44 bytes a block), not for the blocks. The file then
+// receives the log of the checked record paths, which the write phase reads
+// back in key order.
 //
 // Only blocks with the repository's CID format (CIDv1, dag-cbor, sha2-256)
 // are indexed, by their digest: no other block can be part of a valid
-// repository, so the others are skipped as they are read.
+// repository, so the others are skipped as they are read. Once the blocks
+// are read (startLog), the index is sorted by digest, which is CID order,
+// the order the write phase wants, and refs counts the references to each
+// block that the check finds.
 //
-// An importSpill is used by one goroutine. Blocks must be flushed (flush)
-// before they are read.
+// An importSpill is used by one goroutine.
 type importSpill struct {
 	f   *os.File
 	w   *bufio.Writer
 	off int64 // bytes written so far
-	// index maps a block's digest to its place in the file.
-	index map[[32]byte]spillLoc
+	// index is every block's digest and place in the file; sorted and
+	// without duplicates after startLog.
+	index []spillEntry
+	// refs[i] counts the references to index[i] (after startLog).
+	refs []uint32
 	// logStart is where the path log begins (after the blocks).
 	logStart int64
+}
+
+type spillEntry struct {
+	d   [32]byte
+	loc spillLoc
 }
 
 // errSpill marks a failure of the spill file itself (the disk), not of the
@@ -55,7 +67,7 @@ func newImportSpill(dir string) (*importSpill, error) {
 		return nil, fmt.Errorf("%w: %w", errSpill, err)
 	}
 	_ = os.Remove(f.Name())
-	return &importSpill{f: f, w: bufio.NewWriterSize(f, 256<<10), index: map[[32]byte]spillLoc{}}, nil
+	return &importSpill{f: f, w: bufio.NewWriterSize(f, 256<<10)}, nil
 }
 
 func (s *importSpill) close() {
@@ -94,7 +106,7 @@ func (s *importSpill) put(c cid.Cid, data []byte) error {
 	if _, err := s.w.Write(data); err != nil {
 		return fmt.Errorf("%w: %w", errSpill, err)
 	}
-	s.index[d] = spillLoc(uint64(s.off)<<24 | uint64(len(data)))
+	s.index = append(s.index, spillEntry{d: d, loc: spillLoc(uint64(s.off)<<24 | uint64(len(data)))})
 	s.off += int64(len(data))
 	return nil
 }
@@ -107,23 +119,29 @@ func (s *importSpill) flush() error {
 	return nil
 }
 
-// has reports whether the block is in the CAR.
-func (s *importSpill) has(d [32]byte) bool {
-	_, ok := s.index[d]
-	return ok
+// find returns the position of a block in the index (after startLog).
+func (s *importSpill) find(d [32]byte) (int, bool) {
+	return slices.BinarySearchFunc(s.index, d, func(e spillEntry, d [32]byte) int { return bytes.Compare(e.d[:], d[:]) })
 }
 
-// get reads a block by digest into a new slice.
+// get reads a block by digest into a new slice (after startLog).
 func (s *importSpill) get(d [32]byte) ([]byte, bool, error) {
-	loc, ok := s.index[d]
+	i, ok := s.find(d)
 	if !ok {
 		return nil, false, nil
 	}
+	b, err := s.read(i)
+	return b, true, err
+}
+
+// read reads block i of the index into a new slice.
+func (s *importSpill) read(i int) ([]byte, error) {
+	loc := s.index[i].loc
 	b := make([]byte, loc.len())
 	if _, err := s.f.ReadAt(b, loc.off()); err != nil {
-		return nil, true, fmt.Errorf("%w: %w", errSpill, err)
+		return nil, fmt.Errorf("%w: %w", errSpill, err)
 	}
-	return b, true, nil
+	return b, nil
 }
 
 // GetBlock is the mst.BlockSource over the CAR's blocks.
@@ -142,12 +160,18 @@ func (s *importSpill) GetBlock(c cid.Cid) ([]byte, error) {
 	return b, nil
 }
 
-// startLog ends the blocks: what is written next is the path log.
+// startLog ends the blocks: it sorts the index and makes the blocks
+// readable; what is written next is the path log.
 func (s *importSpill) startLog() error {
 	if err := s.flush(); err != nil {
 		return err
 	}
 	s.logStart = s.off
+	slices.SortFunc(s.index, func(a, b spillEntry) int { return bytes.Compare(a.d[:], b.d[:]) })
+	// A block repeated in the CAR has the same bytes (its hash was
+	// checked): keep one.
+	s.index = slices.CompactFunc(s.index, func(a, b spillEntry) bool { return a.d == b.d })
+	s.refs = make([]uint32, len(s.index))
 	return nil
 }
 

@@ -6,7 +6,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"slices"
 
 	irepo "github.com/bluesky-social/indigo/atproto/repo"
 	bolt "go.etcd.io/bbolt"
@@ -80,26 +79,6 @@ func (r *Repo) writeImport(ctx context.Context, imp *imported, sp *importSpill) 
 	}
 	commitD, _ := digest(commitCID)
 
-	// Every reachable block with its number of references: one for the
-	// commit and each node, one per path for records. Nodes, records and
-	// commits never share a CID (records have a $type, the others none);
-	// equal digests would add up.
-	type item struct {
-		d    [32]byte
-		refs uint32
-	}
-	items := make([]item, 0, 1+len(imp.nodes)+len(imp.records))
-	items = append(items, item{commitD, 1})
-	for _, d := range imp.nodes {
-		items = append(items, item{d, 1})
-	}
-	for d, n := range imp.records {
-		items = append(items, item{d, n})
-	}
-	imp.nodes, imp.records = nil, nil
-	slices.SortFunc(items, func(a, b item) int { return bytes.Compare(a.d[:], b.d[:]) })
-	items = slices.CompactFunc(items, func(a, b item) bool { return a.d == b.d })
-
 	if err := r.db.Update(func(tx *bolt.Tx) error {
 		if err := dropImport(tx); err != nil {
 			return err
@@ -144,29 +123,36 @@ func (r *Repo) writeImport(ctx context.Context, imp *imported, sp *importSpill) 
 		return nil
 	}
 
-	// The blocks.
-	for i := 0; i < len(items); {
+	// The blocks, in CID order: those of the spill's sorted index that are
+	// referenced (a node, a record: see imported), with the new commit in
+	// its place.
+	commitDone := false
+	for i := 0; i < len(sp.index) || !commitDone; {
 		err := stage(func(b *bolt.Bucket) error {
-			size := 0
-			for ; i < len(items) && size < importBatchBytes; i++ {
-				it := items[i]
-				data := commitData
-				if it.d != commitD {
-					d, ok, err := sp.get(it.d)
-					if err != nil {
+			for size := 0; size < importBatchBytes && (i < len(sp.index) || !commitDone); {
+				var (
+					d    [32]byte
+					data []byte
+					refs uint32
+				)
+				if !commitDone && (i == len(sp.index) || bytes.Compare(commitD[:], sp.index[i].d[:]) <= 0) {
+					d, data, refs, commitDone = commitD, commitData, 1, true
+				} else {
+					d, refs = sp.index[i].d, sp.refs[i]
+					i++
+					if refs == 0 {
+						continue // the imported commit, or a block nothing links
+					}
+					var err error
+					if data, err = sp.read(i - 1); err != nil {
 						return err
 					}
-					if !ok {
-						// Proven present by the walk and the rebuild.
-						return fmt.Errorf("%w: imported block %s vanished", ErrCorrupt, cidOfDigest(it.d))
-					}
-					data = d
 				}
 				v := make([]byte, blockHeaderLen+len(data))
 				copy(v, rev)
-				binary.BigEndian.PutUint32(v[revLen:], it.refs)
+				binary.BigEndian.PutUint32(v[revLen:], refs)
 				copy(v[blockHeaderLen:], data)
-				if err := b.Put(cidOfDigest(it.d).Bytes(), v); err != nil {
+				if err := b.Put(cidOfDigest(d).Bytes(), v); err != nil {
 					return err
 				}
 				size += len(v)
@@ -177,7 +163,6 @@ func (r *Repo) writeImport(ctx context.Context, imp *imported, sp *importSpill) 
 			return nil, err
 		}
 	}
-	items = nil
 
 	// The record index, in key order.
 	paths := sp.paths()
