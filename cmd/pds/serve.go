@@ -81,6 +81,7 @@ func serve(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	go trimLoop(ctx, a, 2*time.Second)
+	go releaseIdleMemory(ctx, 2*time.Second)
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(limitListener(ln, cfg)) }()
 	select {
