@@ -448,7 +448,7 @@ func BenchmarkMemoryUnderLoad(b *testing.B) {
 	extra := strings.Fields(os.Getenv("PDS_BENCH_SERVER_ENV")) // e.g. GOGC=50, to compare
 	for i := 0; i < b.N; i++ {
 		s := startServe(b, bin, append(loadEnv(b, b.TempDir()), extra...), "")
-		idle := 3 * time.Second
+		idle := 5 * time.Second
 		if v, err := time.ParseDuration(os.Getenv("PDS_BENCH_IDLE")); err == nil {
 			idle = v
 		}
