@@ -17,8 +17,9 @@ const idleGarbage = 4 << 20
 // burst of work its garbage stays resident until the next allocation
 // burst or the runtime's forced collection (every 2 minutes), and the
 // background scavenger returns freed pages gradually. The biggest such
-// allocation is a password hash (scrypt takes 16 MiB per hash, so one
-// sign-in left ~32 MiB of private memory behind); large CARs are others.
+// allocation is a password hash (scrypt takes 16 MiB per hash: creating
+// the account left ~32 MiB of private memory behind on a server whose live
+// heap is ~3 MiB); large CARs are others.
 //
 // Every period it looks at the runtime's own counters; if no collection
 // ran during the whole last period (nobody is allocating) and the heap
