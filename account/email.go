@@ -20,10 +20,6 @@ var (
 	// ErrEmailTokenRequired: updateEmail without a token while the current
 	// address is confirmed (XRPC TokenRequired).
 	ErrEmailTokenRequired = errors.New("confirmation token required")
-	// ErrEmailAuthFactorUnsupported: updateEmail asking for email sign-in
-	// codes, which this server does not implement; it says so rather than
-	// pretend to protect the account.
-	ErrEmailAuthFactorUnsupported = errors.New("email sign-in codes (emailAuthFactor) are not supported by this server")
 )
 
 // EmailConfig configures the email flows.
@@ -70,6 +66,7 @@ var mailFor = map[auth.EmailTokenPurpose]func(mail.TokenMail) (*mail.Message, er
 	auth.PurposeResetPassword: mail.ResetPassword,
 	auth.PurposeDeleteAccount: mail.DeleteAccount,
 	auth.PurposePLCOperation:  mail.PLCOperation,
+	auth.PurposeSignIn:        mail.SignIn,
 }
 
 // sendToken issues a token of purpose and queues its mail to the account's
@@ -144,19 +141,31 @@ func (e *Email) RequestUpdate(ctx context.Context) (tokenRequired bool, err erro
 
 // Update changes the address (updateEmail). While the current address is
 // confirmed an update_email token is required; the new address starts
-// unconfirmed. emailAuthFactor true is refused (not supported).
-func (e *Email) Update(ctx context.Context, email, token string, emailAuthFactor bool) error {
-	if emailAuthFactor {
-		return ErrEmailAuthFactorUnsupported
-	}
+// unconfirmed, and the email second factor is off. emailAuthFactor (nil
+// when absent) with the current, confirmed address turns the second factor
+// on, or off with an update_email token (without one, a code is mailed and
+// the answer is ErrEmailTokenRequired), as the reference does; turning it
+// on for any other address is ErrEmailAuthFactorUnconfirmed.
+func (e *Email) Update(ctx context.Context, email, token string, emailAuthFactor *bool) error {
 	addr, err := NormalizeEmail(email)
 	if err != nil {
 		return err
 	}
-	return e.cfg.DB.Update(func(tx *bolt.Tx) error {
-		acct, err := e.cfg.Auth.AccountTx(tx)
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	sendCode := false
+	err = e.cfg.DB.Update(func(tx *bolt.Tx) error {
+		acct, err := e.accountTx(tx)
 		if err != nil {
 			return err
+		}
+		if emailAuthFactor != nil {
+			handled, send, err := e.updateFactorTx(tx, acct, addr, token, *emailAuthFactor)
+			if handled || err != nil {
+				sendCode = send
+				return err
+			}
 		}
 		if !acct.EmailConfirmedAt.IsZero() {
 			if strings.TrimSpace(token) == "" {
@@ -166,12 +175,26 @@ func (e *Email) Update(ctx context.Context, email, token string, emailAuthFactor
 				return err
 			}
 		}
-		// A pending confirmation was for the old address.
+		// A pending confirmation was for the old address, and the second
+		// factor must not send codes to an unconfirmed one.
 		if err := e.cfg.Tokens.DeleteTx(tx, auth.PurposeConfirmEmail); err != nil {
+			return err
+		}
+		if err := deleteFactorTx(tx); err != nil {
 			return err
 		}
 		return e.cfg.Auth.SetEmailTx(tx, addr)
 	})
+	if err != nil {
+		return err
+	}
+	if sendCode {
+		if err := e.sendToken(ctx, auth.PurposeUpdateEmail); err != nil {
+			return err
+		}
+		return ErrEmailTokenRequired
+	}
+	return nil
 }
 
 // RequestPasswordReset mails a reset_password token when email is the
@@ -266,6 +289,9 @@ func (e *Email) AdminSetEmail(ctx context.Context, email string) error {
 			if err := e.cfg.Tokens.DeleteTx(tx, p); err != nil {
 				return err
 			}
+		}
+		if err := deleteFactorTx(tx); err != nil {
+			return err
 		}
 		return e.cfg.Auth.SetEmailTx(tx, addr)
 	})

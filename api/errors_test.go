@@ -48,7 +48,8 @@ var knownErrors = map[string]error{
 
 	"account.ErrNoEmail":                    account.ErrNoEmail,
 	"account.ErrEmailTokenRequired":         account.ErrEmailTokenRequired,
-	"account.ErrEmailAuthFactorUnsupported": account.ErrEmailAuthFactorUnsupported,
+	"account.ErrEmailAuthFactorUnconfirmed": account.ErrEmailAuthFactorUnconfirmed,
+	"account.ErrAuthFactorTokenRequired":    account.ErrAuthFactorTokenRequired,
 	"account.ErrMailNotConfigured":          account.ErrMailNotConfigured,
 	"account.ErrInvalidSubject":             account.ErrInvalidSubject,
 	"auth.ErrEmailMismatch":                 auth.ErrEmailMismatch,

@@ -116,6 +116,9 @@ type server struct {
 	jtis *auth.JTICache
 	// healthCheck probes the database for /xrpc/_health (nil: none).
 	healthCheck func() error
+	// email runs the email flows and the email second factor of logins
+	// (nil without them).
+	email *account.Email
 }
 
 // EmailTokensPath is this server's own admin endpoint behind `pds account
@@ -145,7 +148,7 @@ func NewRouter(d Deps) http.Handler {
 		createAdminLimit: auth.NewRateLimiter(createAdminAttempts, 5*time.Minute, nil),
 		knownAddrs:       auth.NewKnownAddrs(knownAddrTTL, nil),
 		jtis:             auth.NewJTICache(),
-		healthCheck:      d.Health}
+		healthCheck:      d.Health, email: d.Email}
 	// What the operator configured is trusted as configured (http, loopback
 	// or a LAN address included); only services learned from DID documents
 	// need the SSRF guard.

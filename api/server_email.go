@@ -111,7 +111,7 @@ func (e *emailAPI) requestEmailUpdate(w http.ResponseWriter, r *http.Request) {
 
 type updateEmailInput struct {
 	Email           string `json:"email"`
-	EmailAuthFactor bool   `json:"emailAuthFactor"`
+	EmailAuthFactor *bool  `json:"emailAuthFactor"`
 	Token           string `json:"token"`
 }
 

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"net/http"
 
 	"github.com/pdsbox/pds/account"
@@ -18,6 +19,7 @@ type createAccountInput struct {
 
 // sessionOutput is the answer of createAccount, createSession and
 // refreshSession.
+// createSession and refreshSession set emailAuthFactor (withFactor).
 func (s *server) sessionOutput(sess *auth.Session) map[string]any {
 	out := map[string]any{
 		"accessJwt":       sess.AccessJWT,
@@ -32,6 +34,30 @@ func (s *server) sessionOutput(sess *auth.Session) map[string]any {
 		out["email"] = sess.Email
 	}
 	return out
+}
+
+// withFactor sets out's emailAuthFactor.
+func (s *server) withFactor(ctx context.Context, out map[string]any) (map[string]any, error) {
+	factor, err := s.emailAuthFactor(ctx)
+	out["emailAuthFactor"] = factor
+	return out, err
+}
+
+// emailAuthFactor reports whether the email second factor is on.
+func (s *server) emailAuthFactor(ctx context.Context) (bool, error) {
+	if s.email == nil {
+		return false, nil
+	}
+	return s.email.AuthFactor(ctx)
+}
+
+// login checks a createSession: with the email flows, through the email
+// second factor.
+func (s *server) login(ctx context.Context, in *createSessionInput) (*auth.Session, error) {
+	if s.email == nil {
+		return s.auth.Login(ctx, in.Identifier, in.Password)
+	}
+	return s.email.Login(ctx, in.Identifier, in.Password, in.AuthFactorToken)
 }
 
 type createSessionInput struct {
@@ -64,7 +90,7 @@ func (s *server) createSession(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, s.log, err)
 		return
 	}
-	sess, err := s.auth.Login(auth.WithPriorityIf(r.Context(), known), in.Identifier, in.Password)
+	sess, err := s.login(auth.WithPriorityIf(r.Context(), known), &in)
 	if err == nil {
 		// As the reference: the right password of a taken-down account
 		// answers AccountTakedown, and no session is handed out.
@@ -77,7 +103,12 @@ func (s *server) createSession(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.knownAddrs.Remember(addr)
-	writeJSON(w, http.StatusOK, s.sessionOutput(sess))
+	out, err := s.withFactor(r.Context(), s.sessionOutput(sess))
+	if err != nil {
+		writeError(w, r, s.log, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, out)
 }
 
 func (s *server) refreshSession(w http.ResponseWriter, r *http.Request) {
@@ -91,7 +122,12 @@ func (s *server) refreshSession(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, s.log, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, s.sessionOutput(sess))
+	out, err := s.withFactor(r.Context(), s.sessionOutput(sess))
+	if err != nil {
+		writeError(w, r, s.log, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, out)
 }
 
 func (s *server) getSession(w http.ResponseWriter, r *http.Request) {
@@ -106,11 +142,16 @@ func (s *server) getSession(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, s.log, err)
 		return
 	}
+	factor, err := s.emailAuthFactor(r.Context())
+	if err != nil {
+		writeError(w, r, s.log, err)
+		return
+	}
 	out := map[string]any{
 		"handle":          acct.Handle.String(),
 		"did":             acct.DID.String(),
 		"emailConfirmed":  !acct.EmailConfirmedAt.IsZero(),
-		"emailAuthFactor": false,
+		"emailAuthFactor": factor,
 		"active":          st == account.StatusActive,
 	}
 	if st != account.StatusActive {

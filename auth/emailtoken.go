@@ -26,11 +26,15 @@ const (
 	PurposeResetPassword EmailTokenPurpose = "reset_password"
 	PurposeDeleteAccount EmailTokenPurpose = "delete_account"
 	PurposePLCOperation  EmailTokenPurpose = "plc_operation"
+	// PurposeSignIn is the email second factor of a sign-in
+	// (createSession's authFactorToken, the OAuth sign-in page).
+	PurposeSignIn EmailTokenPurpose = "auth_factor"
 )
 
 // EmailTokenPurposes lists every purpose, in a fixed order.
 var EmailTokenPurposes = []EmailTokenPurpose{
 	PurposeConfirmEmail, PurposeUpdateEmail, PurposeResetPassword, PurposeDeleteAccount, PurposePLCOperation,
+	PurposeSignIn,
 }
 
 // Valid reports whether p is one of the known purposes.

@@ -92,6 +92,18 @@ func refreshExpiry(now time.Time) time.Time {
 // longer than MaxLoginPasswordLength, is ErrInvalidLogin. Every call takes at
 // least Config.MinLoginDuration (unless ctx ends first).
 func (s *Store) Login(ctx context.Context, identifier, password string) (*Session, error) {
+	return s.LoginWith(ctx, identifier, password, nil)
+}
+
+// LoginCheck is a further check of a login (a second factor), run once the
+// password matched, inside the transaction that issues the session:
+// appPassword says whether it was an app password. An error rolls that
+// transaction back and ends the login with the error, so a check that uses
+// something up (an email code) does so exactly when a session is issued.
+type LoginCheck func(tx *bolt.Tx, appPassword bool) error
+
+// LoginWith is Login with check (nil: none) before the session is issued.
+func (s *Store) LoginWith(ctx context.Context, identifier, password string, check LoginCheck) (*Session, error) {
 	if s.minLogin > 0 {
 		deadline := time.Now().Add(s.minLogin)
 		defer func() {
@@ -153,6 +165,11 @@ func (s *Store) Login(ctx context.Context, identifier, password string) (*Sessio
 			}
 			if ap == nil || ap.ID != cred.apID {
 				return ErrInvalidLogin
+			}
+		}
+		if check != nil {
+			if err := check(tx, cred.apName != ""); err != nil {
+				return err
 			}
 		}
 		if err := deleteExpiredRefreshTokens(tx, now); err != nil {

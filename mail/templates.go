@@ -55,6 +55,11 @@ var (
 		intro:   "Someone (hopefully you) asked to change the identity (DID) of the account @{{.Handle}} on {{.Hostname}}, for example to move it to another server.",
 		action:  "To sign the identity change, enter this code:",
 	}
+	kindSignIn = tokenKind{
+		subject: "Your sign-in code",
+		intro:   "Someone signed in to the account @{{.Handle}} on {{.Hostname}} with its password. If that was not you, change the password now: whoever it was knows it.",
+		action:  "To finish signing in, enter this code:",
+	}
 )
 
 // ConfirmEmail is the mail of requestEmailConfirmation.
@@ -68,6 +73,10 @@ func ResetPassword(p TokenMail) (*Message, error) { return tokenMessage(kindRese
 
 // DeleteAccount is the mail of requestAccountDelete.
 func DeleteAccount(p TokenMail) (*Message, error) { return tokenMessage(kindDeleteAccount, p) }
+
+// SignIn is the mail of the email second factor: the code a sign-in with
+// the password needs when the account has the factor on.
+func SignIn(p TokenMail) (*Message, error) { return tokenMessage(kindSignIn, p) }
 
 // PLCOperation is the mail of requestPlcOperationSignature.
 func PLCOperation(p TokenMail) (*Message, error) { return tokenMessage(kindPLCOperation, p) }

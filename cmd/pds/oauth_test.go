@@ -29,6 +29,10 @@ type oauthApp struct {
 	app    *oauth.ClientApp
 	site   *httptest.Server
 	scopes []string
+	// code, when set, is the account's email second factor: signIn then
+	// expects the code page after the password, tries a wrong code, and
+	// enters what code returns (the mailed one).
+	code func() string
 }
 
 func newOAuthApp(t *testing.T, s *testServer, did string, scopes []string) *oauthApp {
@@ -102,6 +106,23 @@ func (a *oauthApp) signIn(password string) *oauth.ClientSession {
 	_, p := page(b.Get(authURL))
 	resp, p = page(b.PostForm(a.s.app.cfg.PublicURL+"/oauth/authorize/sign-in", url.Values{"csrf": {field(pageCSRF, p)},
 		"request_uri": {field(pageReq, p)}, "identifier": {"alice.test"}, "password": {password}}))
+	if a.code != nil {
+		if resp.StatusCode != http.StatusOK || !strings.Contains(p, "Check your email") {
+			t.Fatalf("after the password: %d, not the code page\n%s", resp.StatusCode, p)
+		}
+		// The password alone does not reach the consent page.
+		if _, p2 := page(b.Get(authURL)); strings.Contains(p2, "Allow this app") {
+			t.Fatal("consent page before the second factor")
+		}
+		form := url.Values{"csrf": {field(pageCSRF, p)}, "request_uri": {field(pageReq, p)}}
+		form.Set("code", "AAAAA-BBBBB")
+		if resp, p = page(b.PostForm(a.s.app.cfg.PublicURL+"/oauth/authorize/sign-in", form)); resp.StatusCode != http.StatusUnauthorized ||
+			!strings.Contains(p, "not right") {
+			t.Fatalf("a wrong code: %d\n%s", resp.StatusCode, p)
+		}
+		form.Set("code", a.code())
+		resp, p = page(b.PostForm(a.s.app.cfg.PublicURL+"/oauth/authorize/sign-in", form))
+	}
 	if resp.StatusCode != http.StatusSeeOther {
 		t.Fatalf("sign-in: %d\n%s", resp.StatusCode, p)
 	}

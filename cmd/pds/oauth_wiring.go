@@ -31,6 +31,12 @@ func (a oauthAccount) CheckPassword(ctx context.Context, identifier, password st
 // metadata come from them.
 func (a *app) newOAuth(cat lexicon.Catalog) (*oauth.Server, error) {
 	cfg := a.cfg
+	// The sign-in page asks for the email second factor where the account
+	// has it on (account.Email, wired before).
+	var factor oauth.SecondFactor
+	if a.email != nil {
+		factor = a.email.SignInFactor()
+	}
 	return oauth.New(oauth.Config{
 		Issuer:              cfg.PublicURL,
 		ServiceDID:          cfg.ServiceDID,
@@ -40,8 +46,9 @@ func (a *app) newOAuth(cat lexicon.Catalog) (*oauth.Server, error) {
 		Now:                 cfg.Now,
 		Log:                 a.log,
 	}, oauth.Deps{
-		DB:       a.db,
-		Account:  oauthAccount{a.auth},
-		ClientIP: api.ClientIP(cfg.TrustedProxies),
+		DB:           a.db,
+		Account:      oauthAccount{a.auth},
+		SecondFactor: factor,
+		ClientIP:     api.ClientIP(cfg.TrustedProxies),
 	})
 }

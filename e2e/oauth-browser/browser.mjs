@@ -6,6 +6,7 @@
 // mock PLC and checks that the firehose carries the post. Environment:
 //   PDS_URL, PLC_URL, HANDLE, PASSWORD   the server and the account
 //   CHROMIUM                             the browser binary (Debian chromium)
+//   USER_DATA_DIR                        a fresh, empty profile directory
 //   SHOTS_DIR                            if set, PNG screenshots of the pages go there
 // Prints one JSON line: {"did", "uri", "cid", "text"}.
 import http from 'node:http'
@@ -47,12 +48,23 @@ const client = new NodeOAuthClient({
 
 const authUrl = await client.authorize(env('HANDLE'), { scope })
 
-const browser = await chromium.launch({
+// The system browser, headless, in a fresh profile, with nothing that
+// reaches the internet on its own (no QUIC, sync, component or background
+// updates). Playwright takes the profile as launchPersistentContext's
+// argument, not as --user-data-dir.
+const browser = await chromium.launchPersistentContext(env('USER_DATA_DIR'), {
   executablePath: env('CHROMIUM'),
-  args: ['--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage'],
+  headless: true,
+  args: [
+    '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
+    '--disable-component-update', '--disable-sync', '--disable-dev-shm-usage',
+  ],
+  viewport: { width: 480, height: 860 },
+  deviceScaleFactor: 1,
+  javaScriptEnabled: false,
 })
 try {
-  const page = await browser.newPage({ viewport: { width: 480, height: 860 }, deviceScaleFactor: 1, javaScriptEnabled: false })
+  const page = browser.pages()[0] ?? (await browser.newPage())
   const shot = async (name) => {
     if (process.env.SHOTS_DIR) await page.screenshot({ path: `${process.env.SHOTS_DIR}/${name}.png`, fullPage: true })
   }
@@ -66,7 +78,8 @@ try {
   await page.getByRole('button', { name: 'Allow' }).click()
   const params = await Promise.race([
     called,
-    new Promise((_, reject) => setTimeout(() => reject(new Error('no callback within 20 s')), 20000)),
+    // unref: a pending timer would keep node alive 20 s after the work is done
+    new Promise((_, reject) => setTimeout(() => reject(new Error('no callback within 20 s')), 20000).unref()),
   ])
   const { session } = await client.callback(params)
 
