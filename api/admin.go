@@ -30,8 +30,8 @@ var errAccountNotFound = xerr(http.StatusBadRequest, "NotFound", "Account not fo
 
 // account returns the account if did (or a handle, where the lexicon allows
 // one) names it.
-func (a *adminAPI) account(r *http.Request, ident string) (*auth.Account, error) {
-	acct, err := a.s.auth.Account(r.Context())
+func (a *adminAPI) account(r *http.Request, ident string) (*account.Account, error) {
+	acct, err := a.s.accounts.Account(r.Context())
 	if err != nil {
 		return nil, errAccountNotFound
 	}
@@ -46,7 +46,7 @@ func (a *adminAPI) account(r *http.Request, ident string) (*auth.Account, error)
 }
 
 // accountView is com.atproto.admin.defs#accountView of the account.
-func (a *adminAPI) accountView(acct *auth.Account) map[string]any {
+func (a *adminAPI) accountView(acct *account.Account) map[string]any {
 	v := map[string]any{
 		"did":       acct.DID.String(),
 		"handle":    acct.Handle.String(),
@@ -86,7 +86,7 @@ func (a *adminAPI) getAccountInfos(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	infos := []any{}
-	acct, err := a.s.auth.Account(r.Context())
+	acct, err := a.s.accounts.Account(r.Context())
 	if err == nil && slices.Contains(dids, acct.DID.String()) {
 		infos = append(infos, a.accountView(acct))
 	}
@@ -110,7 +110,7 @@ func (a *adminAPI) updateAccountPassword(w http.ResponseWriter, r *http.Request)
 		writeError(w, r, a.s.log, err)
 		return
 	}
-	if err := a.s.auth.SetPassword(r.Context(), in.Password); err != nil {
+	if err := a.s.accounts.SetPassword(r.Context(), in.Password); err != nil {
 		writeError(w, r, a.s.log, err)
 		return
 	}
@@ -228,7 +228,7 @@ func (a *adminAPI) getInviteCodes(w http.ResponseWriter, r *http.Request) {
 		"createdAt":  info.CreatedAt.Format(time.RFC3339Nano),
 		"uses":       []any{},
 	}
-	if acct, err := a.s.auth.Account(r.Context()); err == nil {
+	if acct, err := a.s.accounts.Account(r.Context()); err == nil {
 		// The one account exists: the code admits no one else.
 		code["available"] = 0
 		code["uses"] = []any{map[string]any{"usedBy": acct.DID.String(), "usedAt": acct.CreatedAt.UTC().Format(time.RFC3339Nano)}}

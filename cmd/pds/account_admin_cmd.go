@@ -201,7 +201,7 @@ func accountResetPassword(args []string, stdout, stderr io.Writer) int {
 	}
 	if a != nil {
 		defer a.Close()
-		if err := a.auth.SetPassword(context.Background(), pw); err != nil {
+		if err := a.accounts.SetPassword(context.Background(), pw); err != nil {
 			fmt.Fprintf(stderr, "pds: %v\n", err)
 			return 1
 		}
@@ -239,7 +239,7 @@ func accountInfo(args []string, stdout, stderr io.Writer) int {
 	var info map[string]any
 	if a != nil {
 		defer a.Close()
-		acct, err := a.auth.Account(context.Background())
+		acct, err := a.accounts.Account(context.Background())
 		if err != nil {
 			fmt.Fprintf(stderr, "pds: %v\n", err)
 			return 1
