@@ -302,11 +302,15 @@ type IssuedToken struct {
 }
 
 // IssueForOperator gives the operator codes to pass on (`pds account
-// tokens`): a fresh code for purpose, or, when purpose is empty, a fresh
+// tokens`, `plc-token`, `delete-token`; ErrNoAccount without an account): a fresh code for purpose, or, when purpose is empty, a fresh
 // code for every purpose that has a live one (someone asked for it and the
 // mail is missing). Only hashes are stored, so a fresh code replaces the
 // mailed one: the old one stops working.
 func (e *Email) IssueForOperator(ctx context.Context, purpose string) ([]IssuedToken, error) {
+	// Codes are for the account's flows: none without an account.
+	if _, err := e.account(ctx); err != nil {
+		return nil, err
+	}
 	var purposes []auth.EmailTokenPurpose
 	if purpose != "" {
 		p := auth.EmailTokenPurpose(purpose)

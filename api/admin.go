@@ -299,18 +299,31 @@ type emailTokensInput struct {
 	Purpose string `json:"purpose"`
 }
 
-// issueEmailTokens is this server's own admin method behind `pds account
-// tokens` while the server runs: fresh codes for the live purposes (or
-// the one asked for), since only hashes are stored.
+// issueEmailTokens is this server's own admin method behind the operator's
+// CLI while the server runs (`pds account tokens`, `plc-token`,
+// `delete-token`): a fresh code for the purpose asked for, or for every
+// purpose with a live code when none is named; only hashes are stored, so
+// a fresh code replaces the mailed one. The purpose comes in a JSON body or,
+// for a call without a body, in the query.
 func (a *adminAPI) issueEmailTokens(w http.ResponseWriter, r *http.Request) {
 	if a.email == nil {
 		writeError(w, r, a.s.log, errNoEmailFlows)
 		return
 	}
-	var in emailTokensInput
-	if err := decodeJSON(w, r, maxJSONBody, &in); err != nil {
-		writeError(w, r, a.s.log, err)
-		return
+	in := emailTokensInput{Purpose: r.URL.Query().Get("purpose")}
+	if r.ContentLength != 0 || r.Header.Get("Content-Type") != "" {
+		var body emailTokensInput
+		if err := decodeJSON(w, r, maxJSONBody, &body); err != nil {
+			writeError(w, r, a.s.log, err)
+			return
+		}
+		if body.Purpose != "" && in.Purpose != "" && body.Purpose != in.Purpose {
+			writeError(w, r, a.s.log, invalidRequest("purpose given twice, differently"))
+			return
+		}
+		if body.Purpose != "" {
+			in.Purpose = body.Purpose
+		}
 	}
 	issued, err := a.email.IssueForOperator(r.Context(), in.Purpose)
 	if errors.Is(err, auth.ErrEmailTokenPurpose) {
@@ -324,6 +337,7 @@ func (a *adminAPI) issueEmailTokens(w http.ResponseWriter, r *http.Request) {
 	for _, t := range issued {
 		tokens = append(tokens, map[string]any{"purpose": string(t.Purpose), "token": t.Token, "expiresAt": t.ExpiresAt.UTC().Format(time.RFC3339)})
 	}
+	w.Header().Set("Cache-Control", "no-store")
 	writeJSON(w, http.StatusOK, map[string]any{"tokens": tokens})
 }
 

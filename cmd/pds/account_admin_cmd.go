@@ -17,7 +17,6 @@ import (
 	"time"
 
 	"github.com/pdsbox/pds/account"
-	"github.com/pdsbox/pds/api"
 )
 
 // The operator's account commands: each works on the data directory when
@@ -138,37 +137,21 @@ func accountTokens(args []string, stdout, stderr io.Writer) int {
 	if !ok {
 		return 1
 	}
-	type row struct{ purpose, token, expires string }
-	var rows []row
 	if a != nil {
 		defer a.Close()
-		issued, err := a.email.IssueForOperator(context.Background(), *purpose)
-		if err != nil {
-			fmt.Fprintf(stderr, "pds: %v\n", err)
-			return 1
-		}
-		for _, t := range issued {
-			rows = append(rows, row{string(t.Purpose), t.Token, t.ExpiresAt.UTC().Format(time.RFC3339)})
-		}
-	} else {
-		out, err := adminRequest(cfg, "POST", api.EmailTokensPath, nil, map[string]string{"purpose": *purpose})
-		if err != nil {
-			fmt.Fprintf(stderr, "pds: %v\n", err)
-			return 1
-		}
-		toks, _ := out["tokens"].([]any)
-		for _, t := range toks {
-			m, _ := t.(map[string]any)
-			rows = append(rows, row{fmt.Sprint(m["purpose"]), fmt.Sprint(m["token"]), fmt.Sprint(m["expiresAt"])})
-		}
 	}
-	if len(rows) == 0 {
+	issued, err := issueTokens(a, cfg, *purpose)
+	if err != nil {
+		fmt.Fprintf(stderr, "pds: %v\n", err)
+		return 1
+	}
+	if len(issued) == 0 {
 		fmt.Fprintln(stdout, "no code has been requested in the last 15 minutes (use --purpose to issue one)")
 		return 0
 	}
 	fmt.Fprintln(stdout, "PURPOSE\tCODE\tEXPIRES")
-	for _, r := range rows {
-		fmt.Fprintf(stdout, "%s\t%s\t%s\n", r.purpose, r.token, r.expires)
+	for _, t := range issued {
+		fmt.Fprintf(stdout, "%s\t%s\t%s\n", t.Purpose, t.Token, t.ExpiresAt.UTC().Format(time.RFC3339))
 	}
 	fmt.Fprintln(stderr, "These codes replace any mailed earlier; each works once.")
 	return 0
