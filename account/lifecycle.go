@@ -386,21 +386,9 @@ func (s *Service) Delete(ctx context.Context, did syntax.DID, password, token st
 	if s.cfg.Tokens == nil {
 		return ErrNoTokenStore
 	}
-	s.createMu.Lock()
-	defer s.createMu.Unlock()
-	st, err := s.Lifecycle(ctx)
-	if err != nil {
-		return err
-	}
-	if did != st.DID {
-		return fmt.Errorf("%w: %s", ErrWrongDID, did)
-	}
-	if err := s.auth.VerifyAccountPassword(ctx, password); err != nil {
-		return err
-	}
-	return s.deleteLocked(st.DID, func(tx *bolt.Tx) error {
-		return s.cfg.Tokens.ConsumeTx(tx, auth.PurposeDeleteAccount, token)
-	})
+	return s.delete(ctx, did,
+		func() error { return s.auth.VerifyAccountPassword(ctx, password) },
+		func(tx *bolt.Tx) error { return s.cfg.Tokens.ConsumeTx(tx, auth.PurposeDeleteAccount, token) })
 }
 
 // AdminDelete deletes the account as the operator's
@@ -408,6 +396,13 @@ func (s *Service) Delete(ctx context.Context, did syntax.DID, password, token st
 // exactly what Delete does (same transaction, same #account deleted event).
 // A DID other than the account's is ErrWrongDID; no account is ErrNoAccount.
 func (s *Service) AdminDelete(ctx context.Context, did syntax.DID) error {
+	return s.delete(ctx, did, nil, nil)
+}
+
+// delete is the deletion shared by Delete and AdminDelete: did must be the
+// account's; verify, if set, runs first (the password), then check, if
+// set, inside the deletion's transaction (the delete_account token).
+func (s *Service) delete(ctx context.Context, did syntax.DID, verify func() error, check func(*bolt.Tx) error) error {
 	s.createMu.Lock()
 	defer s.createMu.Unlock()
 	st, err := s.Lifecycle(ctx)
@@ -417,14 +412,12 @@ func (s *Service) AdminDelete(ctx context.Context, did syntax.DID) error {
 	if did != st.DID {
 		return fmt.Errorf("%w: %s", ErrWrongDID, did)
 	}
-	return s.deleteLocked(st.DID, nil)
-}
-
-// deleteLocked is the deletion shared by Delete and AdminDelete; the caller
-// holds createMu and has checked did. check, if set, runs first in the
-// transaction (the delete_account token).
-func (s *Service) deleteLocked(did syntax.DID, check func(*bolt.Tx) error) error {
-	err := s.db.Update(func(tx *bolt.Tx) error {
+	if verify != nil {
+		if err := verify(); err != nil {
+			return err
+		}
+	}
+	err = s.db.Update(func(tx *bolt.Tx) error {
 		if check != nil {
 			if err := check(tx); err != nil {
 				return err

@@ -7,7 +7,6 @@ import (
 	"encoding/base32"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"net/http"
@@ -126,10 +125,8 @@ func serverDID(cfg *config) (string, error) {
 // stored, so it prints FRESH codes: for every purpose someone asked a code
 // for (still live), or for --purpose. A fresh code replaces the mailed one.
 func accountTokens(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("account tokens", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs, data := accountFlags("account tokens", stderr)
 	purpose := fs.String("purpose", "", "issue a code for this purpose (confirm_email, update_email, reset_password, delete_account, plc_operation) even if none was requested")
-	data := fs.String("data", "", "data directory (default $PDS_DATA_DIRECTORY or ./data)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -167,10 +164,8 @@ func randomPassword() string {
 // accountResetPassword: pds account reset-password [--password P]. Every
 // session ends; without --password a random one is made and printed.
 func accountResetPassword(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("account reset-password", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs, data := accountFlags("account reset-password", stderr)
 	password := fs.String("password", "", "the new password (default: a random one, printed)")
-	data := fs.String("data", "", "data directory (default $PDS_DATA_DIRECTORY or ./data)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -209,9 +204,7 @@ func accountResetPassword(args []string, stdout, stderr io.Writer) int {
 
 // accountInfo: pds account info — the admin view of the account.
 func accountInfo(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("account info", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	data := fs.String("data", "", "data directory (default $PDS_DATA_DIRECTORY or ./data)")
+	fs, data := accountFlags("account info", stderr)
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}

@@ -44,11 +44,9 @@ func accountCmd(args []string, stdout, stderr io.Writer) int {
 // accountCreate creates the account; the password comes from stdin (a
 // prompt when it is a terminal), never from args.
 func accountCreate(args []string, stdin *os.File, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("account create", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs, data := accountFlags("account create", stderr)
 	handle := fs.String("handle", "", "the account's handle (the hostname itself, or a name under it)")
 	email := fs.String("email", "", "the account email (optional)")
-	data := fs.String("data", "", "data directory (default $PDS_DATA_DIRECTORY or ./data)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -132,9 +130,7 @@ func askServer(cfg *config, nsid string, in any) (map[string]any, error) {
 }
 
 func accountInvite(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("account invite", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	data := fs.String("data", "", "data directory (default $PDS_DATA_DIRECTORY or ./data)")
+	fs, data := accountFlags("account invite", stderr)
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -166,4 +162,12 @@ func accountInvite(args []string, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprintln(stdout, code)
 	return 0
+}
+
+// accountFlags starts the flags of an account subcommand: errors to
+// stderr, and --data, the data directory every one of them opens.
+func accountFlags(name string, stderr io.Writer) (*flag.FlagSet, *string) {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	return fs, fs.String("data", "", "data directory (default $PDS_DATA_DIRECTORY or ./data)")
 }

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"io"
 	"time"
@@ -47,9 +46,7 @@ func issueTokens(a *app, cfg *config, purpose string) ([]account.IssuedToken, er
 // lives 15 minutes. While the server runs (it holds the database), the
 // server is asked, as the admin.
 func accountToken(purpose auth.EmailTokenPurpose, args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("account token", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	data := fs.String("data", "", "data directory (default $PDS_DATA_DIRECTORY or ./data)")
+	fs, data := accountFlags("account token", stderr)
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
