@@ -58,14 +58,11 @@ func offlineOrServer(name, dataFlag string, stderr io.Writer) (a *app, cfg *conf
 	return a, cfg, true
 }
 
-// adminRequest calls the running server as the admin and decodes its JSON
-// answer (nil for an empty one).
+// adminRequest calls the server running on this data directory (it holds
+// the database) as the admin, on its listen address, and decodes its JSON
+// answer (nil for an empty one). It is the account commands' one client.
 func adminRequest(cfg *config, method, path string, query url.Values, body any) (map[string]any, error) {
-	host := cfg.Listen
-	if strings.HasPrefix(host, "0.0.0.0:") || strings.HasPrefix(host, "[::]:") {
-		host = "127.0.0.1:" + host[strings.LastIndexByte(host, ':')+1:]
-	}
-	u := "http://" + host + path
+	u := localURL(cfg) + path
 	if len(query) > 0 {
 		u += "?" + query.Encode()
 	}
@@ -87,7 +84,7 @@ func adminRequest(cfg *config, method, path string, query url.Values, body any) 
 	req.SetBasicAuth("admin", cfg.AdminPassword)
 	resp, err := (&http.Client{Timeout: 30 * time.Second}).Do(req)
 	if err != nil {
-		return nil, fmt.Errorf("the database is locked by a running server, and asking it failed: %w", err)
+		return nil, fmt.Errorf("the database is locked by a running server, and asking it at %s failed: %w", localURL(cfg), err)
 	}
 	defer resp.Body.Close()
 	raw, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
