@@ -1,6 +1,9 @@
-// Package account ties together the single account's parts: its signing key,
-// DID, repository, credentials and blob references. It creates the account
-// once and opens it on every start.
+// Package account owns the server's one account: its record (DID, handle,
+// email and whether it is confirmed, record.go), its status and the rules
+// that depend on it (status.go), its lifecycle (creation, migration in and
+// out, deactivation, deletion), and ties together its parts: signing key,
+// repository, credentials (auth) and blob references. It creates the
+// account once and opens it on every start.
 package account
 
 import (
@@ -26,12 +29,12 @@ import (
 	bolt "go.etcd.io/bbolt"
 )
 
-// Errors of account creation; the api maps them to XRPC errors.
+// Errors of account creation; the api maps them to XRPC errors. An invalid
+// handle is identity.ErrInvalidHandle (the handle rules are identity's).
 var (
 	ErrNoAccount         = errors.New("no account exists on this server")
 	ErrAccountExists     = errors.New("this server hosts one account, and it exists")
 	ErrInvalidInviteCode = errors.New("invalid invite code")
-	ErrInvalidHandle     = errors.New("invalid handle")
 	ErrInvalidEmail      = errors.New("invalid email")
 	ErrDIDCreation       = errors.New("could not create the DID")
 )
@@ -101,13 +104,17 @@ func Open(ctx context.Context, db *bolt.DB, a *auth.Store, blobs *blobstore.Stor
 	}
 	s := &Service{db: db, auth: a, blobs: blobs, cfg: cfg}
 	if err := db.Update(func(tx *bolt.Tx) error {
-		_, err := tx.CreateBucketIfNotExists(bucketServer)
-		return err
+		for _, b := range [][]byte{bucketServer, bucketAccount} {
+			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+				return err
+			}
+		}
+		return s.migrateLegacyTx(tx)
 	}); err != nil {
 		return nil, err
 	}
-	acct, err := a.Account(ctx)
-	if errors.Is(err, auth.ErrNoAccount) {
+	acct, err := s.Account(ctx)
+	if errors.Is(err, ErrNoAccount) {
 		return s, nil
 	}
 	if err != nil {
@@ -231,24 +238,21 @@ type CreateParams struct {
 // submitted to the directory, or did:web of the hostname), the first commit
 // and the credentials. The account exists once its credentials are stored,
 // the last step; an interrupted creation can be retried.
-func (s *Service) Create(ctx context.Context, p CreateParams) (*auth.Account, *repo.Commit, error) {
+func (s *Service) Create(ctx context.Context, p CreateParams) (*Account, *repo.Commit, error) {
 	s.createMu.Lock()
 	defer s.createMu.Unlock()
 	if s.Exists() {
 		return nil, nil, ErrAccountExists
 	}
-	handle, err := syntax.ParseHandle(strings.ToLower(strings.TrimSpace(p.Handle)))
+	handle, email, err := s.checkCreate(p)
 	if err != nil {
-		return nil, nil, fmt.Errorf("%w: %v", ErrInvalidHandle, err)
+		return nil, nil, err
 	}
-	handle = handle.Normalize()
 	if err := identity.HandleAllowed(handle, s.cfg.Hostname, s.cfg.ServiceDomains); err != nil {
 		return nil, nil, err
 	}
-	if p.Email != "" && (len(p.Email) > 254 || !strings.Contains(p.Email, "@")) {
-		return nil, nil, ErrInvalidEmail
-	}
-	if err := auth.ValidatePassword(p.Password); err != nil {
+	pw, err := s.auth.HashNewPassword(ctx, p.Password)
+	if err != nil {
 		return nil, nil, err
 	}
 	key, err := atcrypto.GeneratePrivateKeyK256()
@@ -296,8 +300,8 @@ func (s *Service) Create(ctx context.Context, p CreateParams) (*auth.Account, *r
 	if err != nil {
 		return nil, nil, err
 	}
-	acct := auth.Account{DID: did, Handle: handle, Email: p.Email, CreatedAt: time.Now().UTC()}
-	if err := s.auth.CreateAccount(ctx, acct, p.Password); err != nil {
+	acct := Account{DID: did, Handle: handle, Email: email, CreatedAt: time.Now().UTC()}
+	if err := s.db.Update(func(tx *bolt.Tx) error { return s.createAccountTx(tx, &acct, pw) }); err != nil {
 		return nil, nil, err
 	}
 	s.mu.Lock()
@@ -305,6 +309,23 @@ func (s *Service) Create(ctx context.Context, p CreateParams) (*auth.Account, *r
 	s.mu.Unlock()
 	s.cfg.Log.Info("account created", "did", did, "handle", handle)
 	return &acct, first, nil
+}
+
+// checkCreate checks the handle's syntax and the email of a new account
+// and returns them normalized (lowercased; email "" when none is given).
+// Where the handle may live is checked by the caller.
+func (s *Service) checkCreate(p CreateParams) (syntax.Handle, string, error) {
+	handle, err := syntax.ParseHandle(strings.ToLower(strings.TrimSpace(p.Handle)))
+	if err != nil {
+		return "", "", fmt.Errorf("%w: %v", identity.ErrInvalidHandle, err)
+	}
+	email := ""
+	if p.Email != "" {
+		if email, err = NormalizeEmail(p.Email); err != nil {
+			return "", "", err
+		}
+	}
+	return handle.Normalize(), email, nil
 }
 
 // InviteCode returns the server's invite code for account creation, making

@@ -33,7 +33,9 @@ type EmailConfig struct {
 	Outbox *mail.Outbox
 	// Hostname names the server in the messages.
 	Hostname string
-	Log      *slog.Logger
+	// Now is the clock of confirmations; nil means time.Now.
+	Now func() time.Time
+	Log *slog.Logger
 }
 
 // Email runs the flows that prove a request comes from the account holder
@@ -56,6 +58,27 @@ func NewEmail(cfg EmailConfig) *Email {
 	return &Email{cfg: cfg, log: log}
 }
 
+// account reads the account record.
+func (e *Email) account(ctx context.Context) (*Account, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	var a *Account
+	err := e.cfg.DB.View(func(tx *bolt.Tx) error {
+		var err error
+		a, err = getAccount(tx)
+		return err
+	})
+	return a, err
+}
+
+func (e *Email) now() time.Time {
+	if e.cfg.Now != nil {
+		return e.cfg.Now()
+	}
+	return time.Now()
+}
+
 // MailConfigured reports whether mail is sent (an SMTP server is set).
 func (e *Email) MailConfigured() bool { return e.cfg.Outbox != nil }
 
@@ -72,7 +95,7 @@ var mailFor = map[auth.EmailTokenPurpose]func(mail.TokenMail) (*mail.Message, er
 // sendToken issues a token of purpose and queues its mail to the account's
 // address, in one transaction.
 func (e *Email) sendToken(ctx context.Context, purpose auth.EmailTokenPurpose) error {
-	acct, err := e.cfg.Auth.Account(ctx)
+	acct, err := e.account(ctx)
 	if err != nil {
 		return err
 	}
@@ -121,7 +144,7 @@ func (e *Email) Confirm(ctx context.Context, email, token string) error {
 		if err := e.cfg.Tokens.ConsumeTx(tx, auth.PurposeConfirmEmail, token); err != nil {
 			return err
 		}
-		return e.cfg.Auth.ConfirmEmailTx(tx, email)
+		return confirmEmailTx(tx, email, e.now())
 	})
 }
 
@@ -129,7 +152,7 @@ func (e *Email) Confirm(ctx context.Context, email, token string) error {
 // needed, and mailed to the current address, only when that address is
 // confirmed; tokenRequired says so.
 func (e *Email) RequestUpdate(ctx context.Context) (tokenRequired bool, err error) {
-	acct, err := e.cfg.Auth.Account(ctx)
+	acct, err := e.account(ctx)
 	if err != nil {
 		return false, err
 	}
@@ -156,7 +179,7 @@ func (e *Email) Update(ctx context.Context, email, token string, emailAuthFactor
 	}
 	sendCode := false
 	err = e.cfg.DB.Update(func(tx *bolt.Tx) error {
-		acct, err := e.accountTx(tx)
+		acct, err := getAccount(tx)
 		if err != nil {
 			return err
 		}
@@ -183,7 +206,7 @@ func (e *Email) Update(ctx context.Context, email, token string, emailAuthFactor
 		if err := deleteFactorTx(tx); err != nil {
 			return err
 		}
-		return e.cfg.Auth.SetEmailTx(tx, addr)
+		return setEmailTx(tx, addr)
 	})
 	if err != nil {
 		return err
@@ -201,8 +224,8 @@ func (e *Email) Update(ctx context.Context, email, token string, emailAuthFactor
 // account's address. It answers the same whether or not it is, so that the
 // answer does not tell which addresses have accounts here.
 func (e *Email) RequestPasswordReset(ctx context.Context, email string) error {
-	acct, err := e.cfg.Auth.Account(ctx)
-	if errors.Is(err, auth.ErrNoAccount) {
+	acct, err := e.account(ctx)
+	if errors.Is(err, ErrNoAccount) {
 		return nil
 	}
 	if err != nil {
@@ -216,9 +239,9 @@ func (e *Email) RequestPasswordReset(ctx context.Context, email string) error {
 
 // ResetPassword sets a new password with a reset_password token
 // (resetPassword). Every session ends: refresh tokens are deleted and
-// earlier access tokens refused (auth.Store.SetPassword).
+// earlier access tokens refused (auth.Store.SetPasswordTx).
 func (e *Email) ResetPassword(ctx context.Context, token, password string) error {
-	return e.cfg.Auth.SetPasswordWith(ctx, password, func(tx *bolt.Tx) error {
+	return setPassword(ctx, e.cfg.DB, e.cfg.Auth, password, func(tx *bolt.Tx) error {
 		return e.cfg.Tokens.ConsumeTx(tx, auth.PurposeResetPassword, token)
 	})
 }
@@ -249,7 +272,7 @@ func (e *Email) SendToAccount(ctx context.Context, subject, text string) error {
 	if e.cfg.Outbox == nil {
 		return ErrMailNotConfigured
 	}
-	acct, err := e.cfg.Auth.Account(ctx)
+	acct, err := e.account(ctx)
 	if err != nil {
 		return err
 	}
@@ -293,7 +316,7 @@ func (e *Email) AdminSetEmail(ctx context.Context, email string) error {
 		if err := deleteFactorTx(tx); err != nil {
 			return err
 		}
-		return e.cfg.Auth.SetEmailTx(tx, addr)
+		return setEmailTx(tx, addr)
 	})
 }
 
@@ -305,11 +328,15 @@ type IssuedToken struct {
 }
 
 // IssueForOperator gives the operator codes to pass on (`pds account
-// tokens`): a fresh code for purpose, or, when purpose is empty, a fresh
+// tokens`, `plc-token`, `delete-token`; ErrNoAccount without an account): a fresh code for purpose, or, when purpose is empty, a fresh
 // code for every purpose that has a live one (someone asked for it and the
 // mail is missing). Only hashes are stored, so a fresh code replaces the
 // mailed one: the old one stops working.
 func (e *Email) IssueForOperator(ctx context.Context, purpose string) ([]IssuedToken, error) {
+	// Codes are for the account's flows: none without an account.
+	if _, err := e.account(ctx); err != nil {
+		return nil, err
+	}
 	var purposes []auth.EmailTokenPurpose
 	if purpose != "" {
 		p := auth.EmailTokenPurpose(purpose)

@@ -49,12 +49,9 @@ type emailFactorRecord struct {
 	EnabledAt time.Time `json:"enabledAt"`
 }
 
-// accountTx reads the account record in tx.
-func (e *Email) accountTx(tx *bolt.Tx) (*auth.Account, error) { return e.cfg.Auth.AccountTx(tx) }
-
 // factorOnTx reports whether the factor is on for acct: a record for its
 // DID and current address, which is confirmed.
-func factorOnTx(tx *bolt.Tx, acct *auth.Account) (bool, error) {
+func factorOnTx(tx *bolt.Tx, acct *Account) (bool, error) {
 	b := tx.Bucket(bucketEmailFactor)
 	if b == nil || acct.Email == "" || acct.EmailConfirmedAt.IsZero() {
 		return false, nil
@@ -71,7 +68,7 @@ func factorOnTx(tx *bolt.Tx, acct *auth.Account) (bool, error) {
 }
 
 // setFactorTx turns the factor on for acct's current address.
-func setFactorTx(tx *bolt.Tx, acct *auth.Account, now time.Time) error {
+func setFactorTx(tx *bolt.Tx, acct *Account, now time.Time) error {
 	b, err := tx.CreateBucketIfNotExists(bucketEmailFactor)
 	if err != nil {
 		return err
@@ -100,14 +97,14 @@ func (e *Email) AuthFactor(ctx context.Context) (bool, error) {
 	}
 	var on bool
 	err := e.cfg.DB.View(func(tx *bolt.Tx) error {
-		acct, err := e.accountTx(tx)
+		acct, err := getAccount(tx)
 		if err != nil {
 			return err
 		}
 		on, err = factorOnTx(tx, acct)
 		return err
 	})
-	if errors.Is(err, auth.ErrNoAccount) {
+	if errors.Is(err, ErrNoAccount) {
 		return false, nil
 	}
 	return on, err
@@ -129,7 +126,7 @@ func (e *Email) Login(ctx context.Context, identifier, password, authFactorToken
 		if appPassword {
 			return nil
 		}
-		acct, err := e.accountTx(tx)
+		acct, err := getAccount(tx)
 		if err != nil {
 			return err
 		}
@@ -156,7 +153,7 @@ func (e *Email) Login(ctx context.Context, identifier, password, authFactorToken
 // needs nothing more: it only adds protection. Turning it off needs an
 // update_email code, as changing the address does; without one, sendCode
 // asks the caller to mail one and answer TokenRequired.
-func (e *Email) updateFactorTx(tx *bolt.Tx, acct *auth.Account, address, token string, on bool) (handled, sendCode bool, err error) {
+func (e *Email) updateFactorTx(tx *bolt.Tx, acct *Account, address, token string, on bool) (handled, sendCode bool, err error) {
 	if acct.Email == "" || !strings.EqualFold(acct.Email, address) || acct.EmailConfirmedAt.IsZero() {
 		if on {
 			return false, false, ErrEmailAuthFactorUnconfirmed

@@ -24,13 +24,13 @@ var ErrHandleNotVerified = errors.New("handle does not resolve to this account's
 func (s *Service) UpdateHandle(ctx context.Context, raw string) (syntax.Handle, error) {
 	h, err := syntax.ParseHandle(strings.ToLower(strings.TrimSpace(raw)))
 	if err != nil {
-		return "", fmt.Errorf("%w: %v", ErrInvalidHandle, err)
+		return "", fmt.Errorf("%w: %v", identity.ErrInvalidHandle, err)
 	}
 	h = h.Normalize()
 	if !h.AllowedTLD() {
-		return "", fmt.Errorf("%w: top-level domain not allowed", ErrInvalidHandle)
+		return "", fmt.Errorf("%w: top-level domain not allowed", identity.ErrInvalidHandle)
 	}
-	acct, err := s.auth.Account(ctx)
+	acct, err := s.Account(ctx)
 	if err != nil {
 		return "", err
 	}
@@ -77,7 +77,12 @@ func (s *Service) UpdateHandle(ctx context.Context, raw string) (syntax.Handle, 
 		if err := statusTx(tx).Allows(ActionAuthenticate); err != nil {
 			return err
 		}
-		if err := s.auth.UpdateHandleTx(tx, h); err != nil {
+		a, err := getAccount(tx)
+		if err != nil {
+			return err
+		}
+		a.Handle = h
+		if err := putAccount(tx, a); err != nil {
 			return err
 		}
 		if s.cfg.Events != nil {

@@ -52,10 +52,7 @@ func (l Lifecycle) Active() bool { return l.Status == StatusActive || l.Status =
 
 // Lifecycle returns the account's DID, handle and status, or ErrNoAccount.
 func (s *Service) Lifecycle(ctx context.Context) (Lifecycle, error) {
-	acct, err := s.auth.Account(ctx)
-	if errors.Is(err, auth.ErrNoAccount) {
-		return Lifecycle{}, ErrNoAccount
-	}
+	acct, err := s.Account(ctx)
 	if err != nil {
 		return Lifecycle{}, err
 	}
@@ -72,7 +69,7 @@ func (s *Service) Lifecycle(ctx context.Context) (Lifecycle, error) {
 // one getRecommendedDidCredentials names) and an empty repository without a
 // commit, and starts deactivated: no firehose event until activateAccount.
 // The handle must be under this server's domains or already resolve to did.
-func (s *Service) CreateMigrating(ctx context.Context, did syntax.DID, p CreateParams) (*auth.Account, error) {
+func (s *Service) CreateMigrating(ctx context.Context, did syntax.DID, p CreateParams) (*Account, error) {
 	s.createMu.Lock()
 	defer s.createMu.Unlock()
 	if s.Exists() {
@@ -81,11 +78,10 @@ func (s *Service) CreateMigrating(ctx context.Context, did syntax.DID, p CreateP
 	if did.Method() != "plc" && did.Method() != "web" {
 		return nil, fmt.Errorf("%w: unsupported DID method %q", ErrWrongDID, did.Method())
 	}
-	handle, err := syntax.ParseHandle(strings.ToLower(strings.TrimSpace(p.Handle)))
+	handle, email, err := s.checkCreate(p)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrInvalidHandle, err)
+		return nil, err
 	}
-	handle = handle.Normalize()
 	if err := identity.HandleAllowed(handle, s.cfg.Hostname, s.cfg.ServiceDomains); err != nil {
 		if !errors.Is(err, identity.ErrUnsupportedDomain) {
 			return nil, err
@@ -102,11 +98,9 @@ func (s *Service) CreateMigrating(ctx context.Context, did syntax.DID, p CreateP
 			return nil, fmt.Errorf("%w: %s points to %s", ErrHandleNotVerified, handle, got)
 		}
 	}
-	if p.Email != "" && (len(p.Email) > 254 || !strings.Contains(p.Email, "@")) {
-		return nil, ErrInvalidEmail
-	}
-	if len(p.Password) == 0 || len(p.Password) > 256 {
-		return nil, auth.ErrInvalidPassword
+	pw, err := s.auth.HashNewPassword(ctx, p.Password)
+	if err != nil {
+		return nil, err
 	}
 	key, err := atcrypto.GeneratePrivateKeyK256()
 	if err != nil {
@@ -135,8 +129,8 @@ func (s *Service) CreateMigrating(ctx context.Context, did syntax.DID, p CreateP
 	if _, err := r.Init(ctx); err != nil {
 		return nil, err
 	}
-	acct := auth.Account{DID: did, Handle: handle, Email: p.Email, CreatedAt: time.Now().UTC()}
-	if err := s.auth.CreateAccount(ctx, acct, p.Password); err != nil {
+	acct := Account{DID: did, Handle: handle, Email: email, CreatedAt: time.Now().UTC()}
+	if err := s.db.Update(func(tx *bolt.Tx) error { return s.createAccountTx(tx, &acct, pw) }); err != nil {
 		return nil, err
 	}
 	s.mu.Lock()
@@ -392,21 +386,9 @@ func (s *Service) Delete(ctx context.Context, did syntax.DID, password, token st
 	if s.cfg.Tokens == nil {
 		return ErrNoTokenStore
 	}
-	s.createMu.Lock()
-	defer s.createMu.Unlock()
-	st, err := s.Lifecycle(ctx)
-	if err != nil {
-		return err
-	}
-	if did != st.DID {
-		return fmt.Errorf("%w: %s", ErrWrongDID, did)
-	}
-	if err := s.auth.VerifyAccountPassword(ctx, password); err != nil {
-		return err
-	}
-	return s.deleteLocked(st.DID, func(tx *bolt.Tx) error {
-		return s.cfg.Tokens.ConsumeTx(tx, auth.PurposeDeleteAccount, token)
-	})
+	return s.delete(ctx, did,
+		func() error { return s.auth.VerifyAccountPassword(ctx, password) },
+		func(tx *bolt.Tx) error { return s.cfg.Tokens.ConsumeTx(tx, auth.PurposeDeleteAccount, token) })
 }
 
 // AdminDelete deletes the account as the operator's
@@ -414,6 +396,13 @@ func (s *Service) Delete(ctx context.Context, did syntax.DID, password, token st
 // exactly what Delete does (same transaction, same #account deleted event).
 // A DID other than the account's is ErrWrongDID; no account is ErrNoAccount.
 func (s *Service) AdminDelete(ctx context.Context, did syntax.DID) error {
+	return s.delete(ctx, did, nil, nil)
+}
+
+// delete is the deletion shared by Delete and AdminDelete: did must be the
+// account's; verify, if set, runs first (the password), then check, if
+// set, inside the deletion's transaction (the delete_account token).
+func (s *Service) delete(ctx context.Context, did syntax.DID, verify func() error, check func(*bolt.Tx) error) error {
 	s.createMu.Lock()
 	defer s.createMu.Unlock()
 	st, err := s.Lifecycle(ctx)
@@ -423,20 +412,21 @@ func (s *Service) AdminDelete(ctx context.Context, did syntax.DID) error {
 	if did != st.DID {
 		return fmt.Errorf("%w: %s", ErrWrongDID, did)
 	}
-	return s.deleteLocked(st.DID, nil)
-}
-
-// deleteLocked is the deletion shared by Delete and AdminDelete; the caller
-// holds createMu and has checked did. check, if set, runs first in the
-// transaction (the delete_account token).
-func (s *Service) deleteLocked(did syntax.DID, check func(*bolt.Tx) error) error {
-	err := s.db.Update(func(tx *bolt.Tx) error {
+	if verify != nil {
+		if err := verify(); err != nil {
+			return err
+		}
+	}
+	err = s.db.Update(func(tx *bolt.Tx) error {
 		if check != nil {
 			if err := check(tx); err != nil {
 				return err
 			}
 		}
-		if err := s.auth.DeleteAccountTx(tx); err != nil {
+		if err := s.auth.DeleteCredentialsTx(tx); err != nil {
+			return err
+		}
+		if err := tx.Bucket(bucketAccount).Delete(keyRecord); err != nil {
 			return err
 		}
 		if s.cfg.Tokens != nil {

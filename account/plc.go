@@ -3,25 +3,12 @@ package account
 import (
 	"context"
 	"fmt"
-	"time"
 
 	"github.com/did-method-plc/go-didplc"
 	"github.com/pdsbox/pds/auth"
 	"github.com/pdsbox/pds/identity"
 	bolt "go.etcd.io/bbolt"
 )
-
-// IssueToken issues a single-use token of purpose (the CLI's plc-token and
-// delete-token, for a server without mail); it replaces any earlier one.
-func (s *Service) IssueToken(ctx context.Context, purpose auth.EmailTokenPurpose) (string, time.Time, error) {
-	if s.cfg.Tokens == nil {
-		return "", time.Time{}, ErrNoTokenStore
-	}
-	if !s.Exists() {
-		return "", time.Time{}, ErrNoAccount
-	}
-	return s.cfg.Tokens.Issue(ctx, purpose)
-}
 
 // SignPLCOperation signs, with this server's PLC rotation key, an operation
 // that follows the DID's last one with changes applied

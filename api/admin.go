@@ -30,8 +30,8 @@ var errAccountNotFound = xerr(http.StatusBadRequest, "NotFound", "Account not fo
 
 // account returns the account if did (or a handle, where the lexicon allows
 // one) names it.
-func (a *adminAPI) account(r *http.Request, ident string) (*auth.Account, error) {
-	acct, err := a.s.auth.Account(r.Context())
+func (a *adminAPI) account(r *http.Request, ident string) (*account.Account, error) {
+	acct, err := a.s.accounts.Account(r.Context())
 	if err != nil {
 		return nil, errAccountNotFound
 	}
@@ -46,7 +46,7 @@ func (a *adminAPI) account(r *http.Request, ident string) (*auth.Account, error)
 }
 
 // accountView is com.atproto.admin.defs#accountView of the account.
-func (a *adminAPI) accountView(acct *auth.Account) map[string]any {
+func (a *adminAPI) accountView(acct *account.Account) map[string]any {
 	v := map[string]any{
 		"did":       acct.DID.String(),
 		"handle":    acct.Handle.String(),
@@ -86,7 +86,7 @@ func (a *adminAPI) getAccountInfos(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	infos := []any{}
-	acct, err := a.s.auth.Account(r.Context())
+	acct, err := a.s.accounts.Account(r.Context())
 	if err == nil && slices.Contains(dids, acct.DID.String()) {
 		infos = append(infos, a.accountView(acct))
 	}
@@ -110,7 +110,7 @@ func (a *adminAPI) updateAccountPassword(w http.ResponseWriter, r *http.Request)
 		writeError(w, r, a.s.log, err)
 		return
 	}
-	if err := a.s.auth.SetPassword(r.Context(), in.Password); err != nil {
+	if err := a.s.accounts.SetPassword(r.Context(), in.Password); err != nil {
 		writeError(w, r, a.s.log, err)
 		return
 	}
@@ -228,7 +228,7 @@ func (a *adminAPI) getInviteCodes(w http.ResponseWriter, r *http.Request) {
 		"createdAt":  info.CreatedAt.Format(time.RFC3339Nano),
 		"uses":       []any{},
 	}
-	if acct, err := a.s.auth.Account(r.Context()); err == nil {
+	if acct, err := a.s.accounts.Account(r.Context()); err == nil {
 		// The one account exists: the code admits no one else.
 		code["available"] = 0
 		code["uses"] = []any{map[string]any{"usedBy": acct.DID.String(), "usedAt": acct.CreatedAt.UTC().Format(time.RFC3339Nano)}}
@@ -299,18 +299,31 @@ type emailTokensInput struct {
 	Purpose string `json:"purpose"`
 }
 
-// issueEmailTokens is this server's own admin method behind `pds account
-// tokens` while the server runs: fresh codes for the live purposes (or
-// the one asked for), since only hashes are stored.
+// issueEmailTokens is this server's own admin method behind the operator's
+// CLI while the server runs (`pds account tokens`, `plc-token`,
+// `delete-token`): a fresh code for the purpose asked for, or for every
+// purpose with a live code when none is named; only hashes are stored, so
+// a fresh code replaces the mailed one. The purpose comes in a JSON body or,
+// for a call without a body, in the query.
 func (a *adminAPI) issueEmailTokens(w http.ResponseWriter, r *http.Request) {
 	if a.email == nil {
 		writeError(w, r, a.s.log, errNoEmailFlows)
 		return
 	}
-	var in emailTokensInput
-	if err := decodeJSON(w, r, maxJSONBody, &in); err != nil {
-		writeError(w, r, a.s.log, err)
-		return
+	in := emailTokensInput{Purpose: r.URL.Query().Get("purpose")}
+	if r.ContentLength != 0 || r.Header.Get("Content-Type") != "" {
+		var body emailTokensInput
+		if err := decodeJSON(w, r, maxJSONBody, &body); err != nil {
+			writeError(w, r, a.s.log, err)
+			return
+		}
+		if body.Purpose != "" && in.Purpose != "" && body.Purpose != in.Purpose {
+			writeError(w, r, a.s.log, invalidRequest("purpose given twice, differently"))
+			return
+		}
+		if body.Purpose != "" {
+			in.Purpose = body.Purpose
+		}
 	}
 	issued, err := a.email.IssueForOperator(r.Context(), in.Purpose)
 	if errors.Is(err, auth.ErrEmailTokenPurpose) {
@@ -324,6 +337,7 @@ func (a *adminAPI) issueEmailTokens(w http.ResponseWriter, r *http.Request) {
 	for _, t := range issued {
 		tokens = append(tokens, map[string]any{"purpose": string(t.Purpose), "token": t.Token, "expiresAt": t.ExpiresAt.UTC().Format(time.RFC3339)})
 	}
+	w.Header().Set("Cache-Control", "no-store")
 	writeJSON(w, http.StatusOK, map[string]any{"tokens": tokens})
 }
 

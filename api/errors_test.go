@@ -26,7 +26,6 @@ var knownErrors = map[string]error{
 	"account.ErrNoAccount":            account.ErrNoAccount,
 	"account.ErrAccountExists":        account.ErrAccountExists,
 	"account.ErrInvalidInviteCode":    account.ErrInvalidInviteCode,
-	"account.ErrInvalidHandle":        account.ErrInvalidHandle,
 	"account.ErrInvalidEmail":         account.ErrInvalidEmail,
 	"account.ErrDIDCreation":          account.ErrDIDCreation,
 	"account.ErrHandleNotVerified":    account.ErrHandleNotVerified,
@@ -52,15 +51,12 @@ var knownErrors = map[string]error{
 	"account.ErrAuthFactorTokenRequired":    account.ErrAuthFactorTokenRequired,
 	"account.ErrMailNotConfigured":          account.ErrMailNotConfigured,
 	"account.ErrInvalidSubject":             account.ErrInvalidSubject,
-	"auth.ErrEmailMismatch":                 auth.ErrEmailMismatch,
+	"account.ErrEmailMismatch":              account.ErrEmailMismatch,
 	"mail.ErrConfig":                        mail.ErrConfig,
 	"mail.ErrInvalidAddress":                mail.ErrInvalidAddress,
 	"mail.ErrInvalidMessage":                mail.ErrInvalidMessage,
 	"mail.ErrPermanent":                     mail.ErrPermanent,
 
-	"auth.ErrNoAccount":              auth.ErrNoAccount,
-	"auth.ErrAccountExists":          auth.ErrAccountExists,
-	"auth.ErrInvalidAccount":         auth.ErrInvalidAccount,
 	"auth.ErrInvalidLogin":           auth.ErrInvalidLogin,
 	"auth.ErrExpiredToken":           auth.ErrExpiredToken,
 	"auth.ErrInvalidToken":           auth.ErrInvalidToken,
@@ -94,7 +90,6 @@ var knownErrors = map[string]error{
 	"identity.ErrPLC":               identity.ErrPLC,
 	"identity.ErrDIDNotFound":       identity.ErrDIDNotFound,
 
-	"mst.ErrStopWalk":      mst.ErrStopWalk,
 	"mst.ErrInvalidKey":    mst.ErrInvalidKey,
 	"mst.ErrBlockNotFound": mst.ErrBlockNotFound,
 	"mst.ErrMalformedNode": mst.ErrMalformedNode,
@@ -111,18 +106,17 @@ var knownErrors = map[string]error{
 	"repo.ErrCorrupt":        repo.ErrCorrupt,
 }
 
-// serverFaults are the errors that say our own storage is damaged (or, for
-// ErrStopWalk, a sentinel that never leaves mst): a 500 is the truth there,
-// as in the reference PDS. Everything else a client can cause.
+// serverFaults are the errors that answer 500, each with why no request
+// can cause it. Everything else a client can cause, and maps to 4xx or a
+// named 5xx. TestImportCorruptMST (cmd/pds) shows that a hostile CAR's
+// broken MST is repo.ErrInvalidCAR, not one of the mst errors below.
 var serverFaults = map[string]bool{
-	"blobstore.ErrCorrupt": true,
-	"repo.ErrCorrupt":      true,
-	"mst.ErrBlockNotFound": true,
-	"mst.ErrMalformedNode": true,
-	"mst.ErrStopWalk":      true,
-	// Configuration and programming errors of the mail side.
-	"mail.ErrConfig":    true,
-	"mail.ErrPermanent": true,
+	"blobstore.ErrCorrupt": true, // our blob metadata does not decode: damaged storage, as the reference's 500
+	"repo.ErrCorrupt":      true, // our blocks or index disagree: damaged storage
+	"mst.ErrBlockNotFound": true, // a node our own tree names is gone (imports wrap theirs as ErrInvalidCAR)
+	"mst.ErrMalformedNode": true, // a node of our own tree does not decode (idem)
+	"mail.ErrConfig":       true, // bad SMTP settings: refused at startup, never in a request
+	"mail.ErrPermanent":    true, // an SMTP 5xx: seen by the outbox worker only, never in a request
 }
 
 // exportedErrors parses the module's packages and returns "pkg.ErrName" of

@@ -17,7 +17,7 @@ func (s *server) resolveHandle(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	h = h.Normalize()
-	if acct, err := s.auth.Account(r.Context()); err == nil && acct.Handle == h {
+	if acct, err := s.accounts.Account(r.Context()); err == nil && acct.Handle == h {
 		writeJSON(w, http.StatusOK, map[string]string{"did": acct.DID.String()})
 		return
 	}
@@ -58,7 +58,7 @@ func (s *server) updateHandle(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *server) getRecommendedDidCredentials(w http.ResponseWriter, r *http.Request) {
-	acct, err := s.auth.Account(r.Context())
+	acct, err := s.accounts.Account(r.Context())
 	if err != nil {
 		writeError(w, r, s.log, err)
 		return

@@ -263,23 +263,6 @@ func (s *server) submitPlcOperation(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusOK)
 }
 
-// adminIssueToken issues a single-use token for the operator's CLI (pds
-// account plc-token) while the server holds the database. Admin only.
-func (s *server) adminIssueToken(w http.ResponseWriter, r *http.Request) {
-	purpose := auth.EmailTokenPurpose(r.URL.Query().Get("purpose"))
-	if purpose != auth.PurposePLCOperation && purpose != auth.PurposeDeleteAccount {
-		writeError(w, r, s.log, invalidRequest("purpose must be plc_operation or delete_account"))
-		return
-	}
-	tok, exp, err := s.accounts.IssueToken(r.Context(), purpose)
-	if err != nil {
-		writeError(w, r, s.log, err)
-		return
-	}
-	w.Header().Set("Cache-Control", "no-store")
-	writeJSON(w, http.StatusOK, map[string]string{"token": tok, "expiresAt": exp.UTC().Format(time.RFC3339)})
-}
-
 // repoUnavailable is the error of others' reads of a deactivated
 // repository, as the reference's assertRepoAvailability answers.
 func (s *server) repoUnavailable(ctx context.Context, did string) error {

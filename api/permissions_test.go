@@ -93,7 +93,6 @@ var routePermissions = map[string]string{
 	"GET com.atproto.server.checkAccountStatus":              "account:read",
 	"POST com.atproto.server.deactivateAccount":              "account:manage",
 	"POST com.atproto.server.deleteAccount":                  "",
-	"POST /admin/token":                                      "admin",
 	// Everything else under /xrpc/ is proxied with an access token.
 	"* /xrpc/*": "rpc",
 }

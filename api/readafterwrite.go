@@ -107,7 +107,7 @@ func (s *server) localSince(r *http.Request, rev string) (*localState, bool) {
 	if err != nil || !ok || len(recs) == 0 {
 		return nil, false
 	}
-	acct, err := s.auth.Account(r.Context())
+	acct, err := s.accounts.Account(r.Context())
 	if err != nil {
 		return nil, false
 	}

@@ -27,7 +27,7 @@ func (s *server) ourRepo(r *http.Request, ident string) (*repo.Repo, error) {
 	if ident == rp.DID().String() {
 		return rp, nil
 	}
-	if acct, err := s.auth.Account(r.Context()); err == nil && strings.EqualFold(ident, acct.Handle.String()) {
+	if acct, err := s.accounts.Account(r.Context()); err == nil && strings.EqualFold(ident, acct.Handle.String()) {
 		return rp, nil
 	}
 	return nil, invalidRequest("Could not find repo: %s", ident)
@@ -532,7 +532,7 @@ func (s *server) describeRepo(w http.ResponseWriter, r *http.Request) {
 		if err != nil {
 			return err
 		}
-		acct, err := s.auth.Account(r.Context())
+		acct, err := s.accounts.Account(r.Context())
 		if err != nil {
 			return err
 		}

@@ -122,7 +122,8 @@ type server struct {
 }
 
 // EmailTokensPath is this server's own admin endpoint behind `pds account
-// tokens` (POST {"purpose"?} → {"tokens": [{purpose, token, expiresAt}]}).
+// tokens`, `plc-token` and `delete-token` while the server runs:
+// POST {"purpose"?} (or ?purpose=) → {"tokens": [{purpose, token, expiresAt}]}.
 const EmailTokensPath = "/pds/admin/email-tokens"
 
 // Body limits, as the reference PDS sets them.
@@ -195,8 +196,6 @@ func NewRouter(d Deps) http.Handler {
 	r.With(need(auth.PermAccountManage)).Post("/xrpc/com.atproto.server.activateAccount", s.activateAccount)
 	r.With(need(auth.PermAccountManage)).Post("/xrpc/com.atproto.server.deactivateAccount", s.deactivateAccount)
 	r.Post("/xrpc/com.atproto.server.deleteAccount", s.deleteAccount)
-	// The operator's CLI (pds account plc-token) while the server runs.
-	r.With(need(auth.PermAdmin)).Post("/admin/token", s.adminIssueToken)
 
 	em := newEmailAPI(s, d.Email)
 	r.With(need(auth.PermAccountEmail)).Post("/xrpc/com.atproto.server.requestEmailConfirmation", em.requestEmailConfirmation)
@@ -225,7 +224,7 @@ func NewRouter(d Deps) http.Handler {
 	admin.Post("/xrpc/com.atproto.admin.updateSubjectStatus", ad.updateSubjectStatus)
 	admin.Get("/xrpc/com.atproto.admin.getSubjectStatus", ad.getSubjectStatus)
 	admin.Post("/xrpc/com.atproto.admin.deleteAccount", ad.deleteAccount)
-	admin.Post(EmailTokensPath, ad.issueEmailTokens) // not XRPC: `pds account tokens`
+	admin.Post(EmailTokensPath, ad.issueEmailTokens) // not XRPC: the operator's CLI
 
 	// com.atproto.repo
 	r.With(need(auth.PermRepoWrite)).Post("/xrpc/com.atproto.repo.createRecord", procedure(s, maxRecordBody, s.doCreateRecord))

@@ -132,7 +132,7 @@ func (s *server) refreshSession(w http.ResponseWriter, r *http.Request) {
 
 func (s *server) getSession(w http.ResponseWriter, r *http.Request) {
 	p := principalFrom(r.Context())
-	acct, err := s.auth.Account(r.Context())
+	acct, err := s.accounts.Account(r.Context())
 	if err != nil {
 		writeError(w, r, s.log, err)
 		return

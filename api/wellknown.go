@@ -42,7 +42,7 @@ func (s *server) health(w http.ResponseWriter, r *http.Request) {
 // atprotoDID answers the handle check for the account's handle: the server
 // hostname itself or any name under it that routes here needs no DNS record.
 func (s *server) atprotoDID(w http.ResponseWriter, r *http.Request) {
-	acct, err := s.auth.Account(r.Context())
+	acct, err := s.accounts.Account(r.Context())
 	if err != nil || !strings.EqualFold(hostOf(r), acct.Handle.String()) {
 		writeText(w, http.StatusNotFound, "User not found")
 		return
@@ -52,7 +52,7 @@ func (s *server) atprotoDID(w http.ResponseWriter, r *http.Request) {
 
 // didJSON serves the did:web document when the account is did:web:<host>.
 func (s *server) didJSON(w http.ResponseWriter, r *http.Request) {
-	acct, err := s.auth.Account(r.Context())
+	acct, err := s.accounts.Account(r.Context())
 	if err != nil || acct.DID.String() != "did:web:"+hostOf(r) {
 		writeError(w, r, s.log, xerr(http.StatusNotFound, "NotFound", "no did:web document on this host"))
 		return

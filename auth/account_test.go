@@ -7,83 +7,53 @@ import (
 	"testing"
 	"time"
 
-	"github.com/bluesky-social/indigo/atproto/syntax"
+	bolt "go.etcd.io/bbolt"
 )
 
-func TestCreateAccount(t *testing.T) {
+// TestCreateCredentials: the password rule of a new account (characters,
+// not bytes), and logins before and after the account exists.
+func TestCreateCredentials(t *testing.T) {
 	ctx := context.Background()
-	s, clk := newTestStore(t)
-
-	if _, err := s.Account(ctx); !errors.Is(err, ErrNoAccount) {
-		t.Fatalf("Account before creation: %v, want ErrNoAccount", err)
-	}
+	s, _ := newTestStore(t)
 	if _, err := s.Login(ctx, testHandle, testPassword); !errors.Is(err, ErrInvalidLogin) {
 		t.Fatalf("Login before creation: %v, want ErrInvalidLogin", err)
 	}
-
-	bad := []struct {
-		name     string
-		acct     Account
-		password string
-		want     error
-	}{
-		{"no DID", Account{Handle: testHandle}, testPassword, ErrInvalidAccount},
-		{"no handle", Account{DID: testDID}, testPassword, ErrInvalidAccount},
-		{"empty password", Account{DID: testDID, Handle: testHandle}, "", ErrInvalidPassword},
-		{"long password", Account{DID: testDID, Handle: testHandle}, strings.Repeat("x", MaxPasswordLength+1), ErrInvalidPassword},
-	}
-	for _, tc := range bad {
-		if err := s.CreateAccount(ctx, tc.acct, tc.password); !errors.Is(err, tc.want) {
-			t.Errorf("%s: CreateAccount = %v, want %v", tc.name, err, tc.want)
+	for _, p := range []string{"", strings.Repeat("x", MaxPasswordLength+1), strings.Repeat("é", MaxPasswordLength+1)} {
+		if _, err := s.HashNewPassword(ctx, p); !errors.Is(err, ErrInvalidPassword) {
+			t.Errorf("HashNewPassword(%d chars) = %v, want ErrInvalidPassword", len([]rune(p)), err)
 		}
 	}
-
-	err := s.CreateAccount(ctx, Account{DID: testDID, Handle: "Alice.TEST", Email: "Alice@Example.com"}, testPassword)
-	if err != nil {
-		t.Fatal(err)
+	if err := s.db.Update(func(tx *bolt.Tx) error { return s.CreateCredentialsTx(tx, PasswordHash{}) }); !errors.Is(err, ErrInvalidPassword) {
+		t.Errorf("CreateCredentialsTx(unhashed) = %v", err)
 	}
-	acct, err := s.Account(ctx)
-	if err != nil {
-		t.Fatal(err)
+	// The maximum length is allowed, counted in characters (512 bytes).
+	long := strings.Repeat("é", MaxPasswordLength)
+	if err := createAccount(s, Identity{DID: testDID, Handle: testHandle}, long); err != nil {
+		t.Fatalf("creating with %d characters: %v", MaxPasswordLength, err)
 	}
-	if acct.DID != testDID || acct.Handle != testHandle || acct.Email != testEmail || !acct.CreatedAt.Equal(clk.Now()) {
-		t.Errorf("Account = %+v", acct)
-	}
-
-	err = s.CreateAccount(ctx, Account{DID: "did:plc:zzzzzzzzzzzzzzzzzzzzzzzz", Handle: "bob.test"}, testPassword)
-	if !errors.Is(err, ErrAccountExists) {
-		t.Fatalf("second CreateAccount = %v, want ErrAccountExists", err)
-	}
-	if acct, _ := s.Account(ctx); acct.DID != testDID {
-		t.Errorf("second CreateAccount replaced the account: %+v", acct)
-	}
-
-	// The maximum password length is allowed.
-	if err := s.SetPassword(ctx, strings.Repeat("é", MaxPasswordLength)); err != nil {
-		t.Errorf("SetPassword(256 chars) = %v", err)
+	if _, err := s.Login(ctx, testHandle, long); err != nil {
+		t.Errorf("Login with the long password: %v", err)
 	}
 }
 
-func TestUpdateHandle(t *testing.T) {
+// TestLoginFollowsIdentity: auth reads the handle and email from the
+// account's record at each login.
+func TestLoginFollowsIdentity(t *testing.T) {
 	ctx := context.Background()
-	s, _ := newTestStore(t)
-	if err := s.UpdateHandle(ctx, "bob.test"); !errors.Is(err, ErrNoAccount) {
-		t.Fatalf("UpdateHandle without account = %v", err)
-	}
-	s, _ = newTestAccount(t)
-	if err := s.UpdateHandle(ctx, syntax.Handle("Bob.Example.COM")); err != nil {
+	s, _ := newTestAccount(t)
+	id := Identity{DID: testDID, Handle: "bob.example.com", Email: "bob@example.com"}
+	if err := s.db.Update(func(tx *bolt.Tx) error { return putTestIdentity(tx, &id) }); err != nil {
 		t.Fatal(err)
 	}
-	acct, _ := s.Account(ctx)
-	if acct.Handle != "bob.example.com" {
-		t.Errorf("handle = %q", acct.Handle)
+	for _, ident := range []string{"bob.example.com", "BOB@example.com", testDID} {
+		if _, err := s.Login(ctx, ident, testPassword); err != nil {
+			t.Errorf("Login(%q): %v", ident, err)
+		}
 	}
-	// Login follows the new handle.
-	if _, err := s.Login(ctx, "bob.example.com", testPassword); err != nil {
-		t.Errorf("Login by new handle: %v", err)
-	}
-	if _, err := s.Login(ctx, testHandle, testPassword); !errors.Is(err, ErrInvalidLogin) {
-		t.Errorf("Login by old handle: %v", err)
+	for _, ident := range []string{testHandle, testEmail} {
+		if _, err := s.Login(ctx, ident, testPassword); !errors.Is(err, ErrInvalidLogin) {
+			t.Errorf("Login by old %q: %v", ident, err)
+		}
 	}
 }
 
@@ -149,12 +119,12 @@ func TestSetPassword(t *testing.T) {
 	apSess := login(t, s, testHandle, ap.Password)
 
 	for _, p := range []string{"", strings.Repeat("x", MaxPasswordLength+1)} {
-		if err := s.SetPassword(ctx, p); !errors.Is(err, ErrInvalidPassword) {
+		if err := setPassword(s, p); !errors.Is(err, ErrInvalidPassword) {
 			t.Errorf("SetPassword(%d chars) = %v", len(p), err)
 		}
 	}
 	clk.Add(time.Second)
-	if err := s.SetPassword(ctx, "new password"); err != nil {
+	if err := setPassword(s, "new password"); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := s.Login(ctx, testHandle, testPassword); !errors.Is(err, ErrInvalidLogin) {

@@ -98,7 +98,8 @@ func appPasswordName(name string) (string, error) {
 // CreateAppPassword creates an app password named name (trimmed of
 // surrounding space) and returns it with its secret, "xxxx-xxxx-xxxx-xxxx"
 // in lowercase base32. The secret is stored only as a hash. Errors:
-// ErrInvalidAppPasswordName, ErrAppPasswordExists, ErrNoAccount.
+// ErrInvalidAppPasswordName, ErrAppPasswordExists, and ErrInvalidToken when
+// no account exists (the caller's session names none).
 func (s *Store) CreateAppPassword(ctx context.Context, name string, privileged bool) (*AppPassword, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
@@ -109,11 +110,11 @@ func (s *Store) CreateAppPassword(ctx context.Context, name string, privileged b
 	}
 	var did string
 	if err := s.db.View(func(tx *bolt.Tx) error {
-		acct, err := getAccount(tx)
+		acct, err := s.subject(tx, "")
 		if err != nil {
 			return err
 		}
-		did = acct.DID
+		did = acct.DID.String()
 		return nil
 	}); err != nil {
 		return nil, err
@@ -135,14 +136,10 @@ func (s *Store) CreateAppPassword(ctx context.Context, name string, privileged b
 	}
 	rec := &appPasswordRecord{ID: id, Hash: hash, Privileged: privileged, CreatedAt: s.now().UTC()}
 	err = s.db.Update(func(tx *bolt.Tx) error {
-		acct, err := getAccount(tx)
-		if err != nil {
+		// The account may have been replaced between the transactions;
+		// the hash's salt is the DID's.
+		if _, err := s.subject(tx, did); err != nil {
 			return err
-		}
-		if acct.DID != did {
-			// The account was replaced between the transactions; the
-			// hash's salt is the DID's.
-			return fmt.Errorf("%w: account changed", ErrNoAccount)
 		}
 		b := tx.Bucket(bucketAppPasswords)
 		if b.Get([]byte(name)) != nil {

@@ -14,7 +14,7 @@ var appPasswordFormat = regexp.MustCompile(`^[a-z2-7]{4}-[a-z2-7]{4}-[a-z2-7]{4}
 func TestAppPasswords(t *testing.T) {
 	ctx := context.Background()
 	s, clk := newTestStore(t)
-	if _, err := s.CreateAppPassword(ctx, "phone", false); !errors.Is(err, ErrNoAccount) {
+	if _, err := s.CreateAppPassword(ctx, "phone", false); !errors.Is(err, ErrInvalidToken) {
 		t.Fatalf("CreateAppPassword without account = %v", err)
 	}
 	s, clk = newTestAccount(t)

@@ -15,25 +15,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 )
 
-// tokenClock is a settable clock for the token store.
-type tokenClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *tokenClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *tokenClock) Add(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
-
-func newTestEmailTokens(t *testing.T) (*EmailTokens, *bolt.DB, *tokenClock, string) {
+func newTestEmailTokens(t *testing.T) (*EmailTokens, *bolt.DB, *clock, string) {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "pds.db")
 	db, err := bolt.Open(path, 0o600, nil)
@@ -41,7 +23,7 @@ func newTestEmailTokens(t *testing.T) (*EmailTokens, *bolt.DB, *tokenClock, stri
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { db.Close() })
-	clk := &tokenClock{t: time.Date(2026, 6, 1, 12, 0, 0, 0, time.UTC)}
+	clk := &clock{t: time.Date(2026, 6, 1, 12, 0, 0, 0, time.UTC)}
 	et, err := NewEmailTokens(db, clk.Now)
 	if err != nil {
 		t.Fatal(err)

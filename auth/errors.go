@@ -8,14 +8,6 @@ import (
 // Errors returned by the auth package. The api package maps each to one XRPC
 // error; wrapped errors carry the detail for logs, never a secret.
 var (
-	// ErrNoAccount: no account exists yet.
-	ErrNoAccount = errors.New("no account")
-	// ErrAccountExists: CreateAccount on a server that already has its one
-	// account.
-	ErrAccountExists = errors.New("account already exists")
-	// ErrInvalidAccount: CreateAccount or UpdateHandle without a DID or
-	// handle.
-	ErrInvalidAccount = errors.New("invalid account")
 	// ErrInvalidLogin: a wrong identifier or password. It is the one error
 	// for both, so that a caller cannot tell which was wrong.
 	ErrInvalidLogin = errors.New("invalid identifier or password")

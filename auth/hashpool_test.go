@@ -64,7 +64,7 @@ func TestHashPool(t *testing.T) {
 }
 
 func TestNormalizeIdentifier(t *testing.T) {
-	acct := &accountRecord{DID: "did:plc:abc", Handle: "alice.test", Email: "Alice@Example.com"}
+	acct := &account{Identity: Identity{DID: "did:plc:abc", Handle: "alice.test", Email: "Alice@Example.com"}}
 	for _, c := range []struct {
 		id    string
 		match bool

@@ -54,20 +54,73 @@ func newTestStore(t *testing.T) (*Store, *clock) {
 	}
 	t.Cleanup(func() { db.Close() })
 	clk := &clock{t: time.Date(2026, 6, 1, 12, 0, 0, 0, time.UTC)}
-	s, err := New(db, Config{JWTSecret: testSecret, ServiceDID: testService, Now: clk.Now, MinLoginDuration: -1})
+	s, err := New(db, Config{JWTSecret: testSecret, ServiceDID: testService, Account: testIdentity, Now: clk.Now, MinLoginDuration: -1})
 	if err != nil {
 		t.Fatal(err)
 	}
 	return s, clk
 }
 
+// bucketTestIdentity stands in for the account package's record in this
+// package's tests: the Identity as JSON, in the same bbolt file.
+var bucketTestIdentity = []byte("test_identity")
+
+// testIdentity is the tests' Config.Account.
+func testIdentity(tx *bolt.Tx) (Identity, bool, error) {
+	b := tx.Bucket(bucketTestIdentity)
+	if b == nil {
+		return Identity{}, false, nil
+	}
+	v := b.Get([]byte("id"))
+	if v == nil {
+		return Identity{}, false, nil
+	}
+	var id Identity
+	err := json.Unmarshal(v, &id)
+	return id, err == nil, err
+}
+
+// putTestIdentity stores id (nil: deletes it) in tx.
+func putTestIdentity(tx *bolt.Tx, id *Identity) error {
+	b, err := tx.CreateBucketIfNotExists(bucketTestIdentity)
+	if err != nil {
+		return err
+	}
+	if id == nil {
+		return b.Delete([]byte("id"))
+	}
+	return putJSON(b, []byte("id"), id)
+}
+
+// createAccount does what the account package does on account creation:
+// the record and the password in one transaction.
+func createAccount(s *Store, id Identity, password string) error {
+	h, err := s.HashNewPassword(context.Background(), password)
+	if err != nil {
+		return err
+	}
+	return s.db.Update(func(tx *bolt.Tx) error {
+		if err := putTestIdentity(tx, &id); err != nil {
+			return err
+		}
+		return s.CreateCredentialsTx(tx, h)
+	})
+}
+
+// setPassword does what account.Service.SetPassword does.
+func setPassword(s *Store, password string) error {
+	h, err := s.HashNewPassword(context.Background(), password)
+	if err != nil {
+		return err
+	}
+	return s.db.Update(func(tx *bolt.Tx) error { return s.SetPasswordTx(tx, h) })
+}
+
 // newTestAccount is newTestStore with the test account created.
 func newTestAccount(t *testing.T) (*Store, *clock) {
 	t.Helper()
 	s, clk := newTestStore(t)
-	err := s.CreateAccount(context.Background(), Account{
-		DID: testDID, Handle: syntax.Handle(testHandle), Email: testEmail,
-	}, testPassword)
+	err := createAccount(s, Identity{DID: testDID, Handle: syntax.Handle(testHandle), Email: testEmail}, testPassword)
 	if err != nil {
 		t.Fatal(err)
 	}

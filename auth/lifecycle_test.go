@@ -7,12 +7,13 @@ import (
 	"time"
 
 	"github.com/bluesky-social/indigo/atproto/syntax"
+	bolt "go.etcd.io/bbolt"
 )
 
-// TestDeleteAccountTx: deletion removes the account, its app passwords and
-// sessions; an account created again for the same DID (it migrated back)
-// does not accept the old tokens.
-func TestDeleteAccountTx(t *testing.T) {
+// TestDeleteCredentialsTx: deletion removes the account's password, its app
+// passwords and sessions; an account created again for the same DID (it
+// migrated back) does not accept the old tokens.
+func TestDeleteCredentialsTx(t *testing.T) {
 	ctx := context.Background()
 	s, clk := newTestAccount(t)
 	sess := login(t, s, testHandle, testPassword)
@@ -25,11 +26,16 @@ func TestDeleteAccountTx(t *testing.T) {
 	if err := s.VerifyAccountPassword(ctx, testPassword); err != nil {
 		t.Fatalf("password: %v", err)
 	}
-	if err := s.db.Update(s.DeleteAccountTx); err != nil {
+	if err := s.db.Update(func(tx *bolt.Tx) error {
+		if err := putTestIdentity(tx, nil); err != nil {
+			return err
+		}
+		return s.DeleteCredentialsTx(tx)
+	}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.Account(ctx); !errors.Is(err, ErrNoAccount) {
-		t.Fatalf("account after deletion: %v", err)
+	if err := s.VerifyAccountPassword(ctx, testPassword); !errors.Is(err, ErrInvalidLogin) {
+		t.Fatalf("password after deletion: %v", err)
 	}
 	if _, err := s.VerifyAccess(ctx, sess.AccessJWT); err == nil {
 		t.Fatal("access token of a deleted account verifies")
@@ -38,7 +44,7 @@ func TestDeleteAccountTx(t *testing.T) {
 		t.Fatal("refresh token of a deleted account works")
 	}
 	clk.Add(2 * time.Second)
-	if err := s.CreateAccount(ctx, Account{DID: testDID, Handle: syntax.Handle(testHandle)}, "another password"); err != nil {
+	if err := createAccount(s, Identity{DID: testDID, Handle: syntax.Handle(testHandle)}, "another password"); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := s.VerifyAccess(ctx, sess.AccessJWT); err == nil {

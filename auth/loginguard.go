@@ -27,8 +27,8 @@ func (s *Store) LoginKey(identifier string) string {
 	id := NormalizeIdentifier(identifier)
 	var key string
 	_ = s.db.View(func(tx *bolt.Tx) error {
-		if acct, err := getAccount(tx); err == nil && acct.matches(id) {
-			key = acct.DID
+		if acct, ok, err := s.getAccount(tx); err == nil && ok && acct.matches(id) {
+			key = acct.DID.String()
 		}
 		return nil
 	})

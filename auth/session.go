@@ -4,11 +4,9 @@ import (
 	"context"
 	"crypto/subtle"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"strings"
 	"time"
-	"unicode/utf8"
 
 	"github.com/bluesky-social/indigo/atproto/syntax"
 	bolt "go.etcd.io/bbolt"
@@ -104,42 +102,30 @@ type LoginCheck func(tx *bolt.Tx, appPassword bool) error
 
 // LoginWith is Login with check (nil: none) before the session is issued.
 func (s *Store) LoginWith(ctx context.Context, identifier, password string, check LoginCheck) (*Session, error) {
-	if s.minLogin > 0 {
-		deadline := time.Now().Add(s.minLogin)
-		defer func() {
-			t := time.NewTimer(time.Until(deadline))
-			defer t.Stop()
-			select {
-			case <-t.C:
-			case <-ctx.Done():
-			}
-		}()
-	}
+	defer s.minLoginTime(ctx)()
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	if utf8.RuneCountInString(password) > MaxLoginPasswordLength || password == "" {
+	if !loginPasswordOK(password) {
 		return nil, ErrInvalidLogin
 	}
 
 	// Read what the checks need, then hash outside any transaction.
-	var acct *accountRecord
+	var acct *account
+	var found bool
 	var aps map[string]*appPasswordRecord
 	err := s.db.View(func(tx *bolt.Tx) error {
 		var err error
-		if acct, err = getAccount(tx); err != nil {
+		if acct, found, err = s.getAccount(tx); err != nil || !found {
 			return err
 		}
 		aps, err = appPasswords(tx)
 		return err
 	})
-	if errors.Is(err, ErrNoAccount) {
-		return nil, ErrInvalidLogin
-	}
 	if err != nil {
 		return nil, err
 	}
-	if !acct.matches(identifier) {
+	if !found || !acct.matches(identifier) {
 		return nil, ErrInvalidLogin
 	}
 	var cred credential
@@ -153,9 +139,12 @@ func (s *Store) LoginWith(ctx context.Context, identifier, password string, chec
 	var sess *Session
 	err = s.db.Update(func(tx *bolt.Tx) error {
 		now := s.now()
-		acct, err := getAccount(tx)
+		acct, ok, err := s.getAccount(tx)
 		if err != nil {
 			return err
+		}
+		if !ok {
+			return ErrInvalidLogin
 		}
 		if cred.apName != "" {
 			// The app password may have been revoked meanwhile.
@@ -188,9 +177,6 @@ func (s *Store) LoginWith(ctx context.Context, identifier, password string, chec
 			AppPasswordID: cred.apID,
 		})
 	})
-	if errors.Is(err, ErrNoAccount) {
-		return nil, ErrInvalidLogin
-	}
 	if err != nil {
 		return nil, err
 	}
@@ -198,7 +184,7 @@ func (s *Store) LoginWith(ctx context.Context, identifier, password string, chec
 }
 
 // matches reports whether identifier names the account.
-func (r *accountRecord) matches(identifier string) bool {
+func (r *account) matches(identifier string) bool {
 	// Exact on the normalized form: see NormalizeIdentifier.
 	identifier = NormalizeIdentifier(identifier)
 	if identifier == "" {
@@ -207,12 +193,26 @@ func (r *accountRecord) matches(identifier string) bool {
 	if strings.Contains(identifier, "@") {
 		return r.Email != "" && identifier == NormalizeIdentifier(r.Email)
 	}
-	return identifier == strings.ToLower(r.DID) || identifier == NormalizeIdentifier(r.Handle)
+	return identifier == strings.ToLower(r.DID.String()) || identifier == NormalizeIdentifier(r.Handle.String())
+}
+
+// subject returns the account for a token whose sub is sub (any account
+// when sub is ""): ErrInvalidToken when there is no account or it is
+// another one.
+func (s *Store) subject(tx *bolt.Tx, sub string) (*account, error) {
+	acct, ok, err := s.getAccount(tx)
+	if err != nil {
+		return nil, err
+	}
+	if !ok || (sub != "" && acct.DID.String() != sub) {
+		return nil, fmt.Errorf("%w: unknown subject", ErrInvalidToken)
+	}
+	return acct, nil
 }
 
 // checkPassword finds the credential password is: the account password or
 // one of the app passwords aps; ErrInvalidLogin if none.
-func (s *Store) checkPassword(acct *accountRecord, aps map[string]*appPasswordRecord, password string) (credential, error) {
+func (s *Store) checkPassword(acct *account, aps map[string]*appPasswordRecord, password string) (credential, error) {
 	ok, err := verifyPassword(password, acct.PasswordHash)
 	if err != nil {
 		return credential{}, err
@@ -223,7 +223,7 @@ func (s *Store) checkPassword(acct *accountRecord, aps map[string]*appPasswordRe
 	if len(aps) == 0 {
 		return credential{}, ErrInvalidLogin
 	}
-	hash, err := hashAppPassword(acct.DID, password)
+	hash, err := hashAppPassword(acct.DID.String(), password)
 	if err != nil {
 		return credential{}, err
 	}
@@ -261,10 +261,7 @@ func (s *Store) Refresh(ctx context.Context, refreshJWT string) (*Session, error
 	var failed error
 	err = s.db.Update(func(tx *bolt.Tx) error {
 		now := s.now()
-		acct, err := getAccount(tx)
-		if errors.Is(err, ErrNoAccount) || (err == nil && acct.DID != c.Sub) {
-			return fmt.Errorf("%w: unknown subject", ErrInvalidToken)
-		}
+		acct, err := s.subject(tx, c.Sub)
 		if err != nil {
 			return err
 		}
@@ -352,11 +349,7 @@ func (s *Store) RevokeSession(ctx context.Context, refreshJWT string) error {
 		return err
 	}
 	return s.db.Update(func(tx *bolt.Tx) error {
-		acct, err := getAccount(tx)
-		if errors.Is(err, ErrNoAccount) || (err == nil && acct.DID != c.Sub) {
-			return fmt.Errorf("%w: unknown subject", ErrInvalidToken)
-		}
-		if err != nil {
+		if _, err := s.subject(tx, c.Sub); err != nil {
 			return err
 		}
 		next := map[string]string{}
@@ -430,10 +423,7 @@ func (s *Store) VerifyAccess(ctx context.Context, accessJWT string) (*Claims, er
 		ExpiresAt: time.Unix(c.EXP, 0),
 	}
 	err = s.db.View(func(tx *bolt.Tx) error {
-		acct, err := getAccount(tx)
-		if errors.Is(err, ErrNoAccount) || (err == nil && acct.DID != c.Sub) {
-			return fmt.Errorf("%w: unknown subject", ErrInvalidToken)
-		}
+		acct, err := s.subject(tx, c.Sub)
 		if err != nil {
 			return err
 		}
@@ -457,4 +447,16 @@ func (s *Store) VerifyAccess(ctx context.Context, accessJWT string) (*Claims, er
 		return nil, err
 	}
 	return claims, nil
+}
+
+// RevokeAllSessions deletes every refresh token (main and app-password
+// sessions), as the reference does when the operator takes the account
+// down.
+func (s *Store) RevokeAllSessions(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return s.db.Update(func(tx *bolt.Tx) error {
+		return deleteRefreshTokens(tx, func(*refreshRecord) bool { return true })
+	})
 }

@@ -235,12 +235,12 @@ type credential struct {
 }
 
 // issue signs a new access token and a refresh token with id jti for acct.
-func (s *Store) issue(acct *accountRecord, cred credential, jti string, now time.Time) (*Session, error) {
+func (s *Store) issue(acct *account, cred credential, jti string, now time.Time) (*Session, error) {
 	iat := now.Unix()
 	access, err := s.sign(typAccess, &tokenClaims{
 		Scope:     cred.scope,
 		Aud:       s.serviceDID,
-		Sub:       acct.DID,
+		Sub:       acct.DID.String(),
 		IAT:       iat,
 		EXP:       iat + int64(AccessTokenLifetime/time.Second),
 		AppPassID: cred.apID,
@@ -251,7 +251,7 @@ func (s *Store) issue(acct *accountRecord, cred credential, jti string, now time
 	refresh, err := s.sign(typRefresh, &tokenClaims{
 		Scope: ScopeRefresh,
 		Aud:   s.serviceDID,
-		Sub:   acct.DID,
+		Sub:   acct.DID.String(),
 		JTI:   jti,
 		IAT:   iat,
 		EXP:   iat + int64(RefreshTokenLifetime/time.Second),
@@ -260,10 +260,10 @@ func (s *Store) issue(acct *accountRecord, cred credential, jti string, now time
 		return nil, err
 	}
 	return &Session{
-		DID:            syntax.DID(acct.DID),
-		Handle:         syntax.Handle(acct.Handle),
+		DID:            acct.DID,
+		Handle:         acct.Handle,
 		Email:          acct.Email,
-		EmailConfirmed: !acct.EmailConfirmedAt.IsZero(),
+		EmailConfirmed: acct.EmailConfirmed,
 		AccessJWT:      access,
 		RefreshJWT:     refresh,
 		Scope:          cred.scope,

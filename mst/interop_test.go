@@ -355,12 +355,12 @@ func TestWalk(t *testing.T) {
 		err := tree.Walk(nil, false, func(k []byte, _ cid.Cid) error {
 			got = append(got, string(k))
 			if len(got) == 3 {
-				return ErrStopWalk
+				return errStopWalk
 			}
 			return nil
 		})
 		if err != nil {
-			t.Fatalf("Walk with ErrStopWalk: %v", err)
+			t.Fatalf("Walk with errStopWalk: %v", err)
 		}
 		if !slices.Equal(got, sorted[:3]) {
 			t.Fatalf("got %v, want %v", got, sorted[:3])

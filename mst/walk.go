@@ -8,9 +8,10 @@ import (
 	"github.com/ipfs/go-cid"
 )
 
-// ErrStopWalk may be returned by a Walk callback to end the walk early; Walk
-// then returns nil.
-var ErrStopWalk = errors.New("mst: stop walk")
+// errStopWalk, returned by a Walk callback, ends the walk early; Walk then
+// returns nil. Control flow inside this package only (its tests stop walks
+// with it); callers outside stop a walk with an error of their own.
+var errStopWalk = errors.New("mst: stop walk")
 
 // Walk calls fn for each key/value in key order, starting at the first key at
 // or after from (nil: the first key). With reverse, it goes in descending order
@@ -20,7 +21,7 @@ var ErrStopWalk = errors.New("mst: stop walk")
 // so memory stays proportional to the tree height. fn must not modify the tree.
 func (t *Tree) Walk(from []byte, reverse bool, fn func(key []byte, val cid.Cid) error) error {
 	err := t.walk(t.root, from, reverse, fn)
-	if errors.Is(err, ErrStopWalk) {
+	if errors.Is(err, errStopWalk) {
 		return nil
 	}
 	return err

@@ -7,7 +7,6 @@ import (
 	"encoding/base32"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"net/http"
@@ -17,7 +16,6 @@ import (
 	"time"
 
 	"github.com/pdsbox/pds/account"
-	"github.com/pdsbox/pds/api"
 )
 
 // The operator's account commands: each works on the data directory when
@@ -60,14 +58,11 @@ func offlineOrServer(name, dataFlag string, stderr io.Writer) (a *app, cfg *conf
 	return a, cfg, true
 }
 
-// adminRequest calls the running server as the admin and decodes its JSON
-// answer (nil for an empty one).
+// adminRequest calls the server running on this data directory (it holds
+// the database) as the admin, on its listen address, and decodes its JSON
+// answer (nil for an empty one). It is the account commands' one client.
 func adminRequest(cfg *config, method, path string, query url.Values, body any) (map[string]any, error) {
-	host := cfg.Listen
-	if strings.HasPrefix(host, "0.0.0.0:") || strings.HasPrefix(host, "[::]:") {
-		host = "127.0.0.1:" + host[strings.LastIndexByte(host, ':')+1:]
-	}
-	u := "http://" + host + path
+	u := localURL(cfg) + path
 	if len(query) > 0 {
 		u += "?" + query.Encode()
 	}
@@ -89,7 +84,7 @@ func adminRequest(cfg *config, method, path string, query url.Values, body any) 
 	req.SetBasicAuth("admin", cfg.AdminPassword)
 	resp, err := (&http.Client{Timeout: 30 * time.Second}).Do(req)
 	if err != nil {
-		return nil, fmt.Errorf("the database is locked by a running server, and asking it failed: %w", err)
+		return nil, fmt.Errorf("the database is locked by a running server, and asking it at %s failed: %w", localURL(cfg), err)
 	}
 	defer resp.Body.Close()
 	raw, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
@@ -127,10 +122,8 @@ func serverDID(cfg *config) (string, error) {
 // stored, so it prints FRESH codes: for every purpose someone asked a code
 // for (still live), or for --purpose. A fresh code replaces the mailed one.
 func accountTokens(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("account tokens", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs, data := accountFlags("account tokens", stderr)
 	purpose := fs.String("purpose", "", "issue a code for this purpose (confirm_email, update_email, reset_password, delete_account, plc_operation) even if none was requested")
-	data := fs.String("data", "", "data directory (default $PDS_DATA_DIRECTORY or ./data)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -138,37 +131,21 @@ func accountTokens(args []string, stdout, stderr io.Writer) int {
 	if !ok {
 		return 1
 	}
-	type row struct{ purpose, token, expires string }
-	var rows []row
 	if a != nil {
 		defer a.Close()
-		issued, err := a.email.IssueForOperator(context.Background(), *purpose)
-		if err != nil {
-			fmt.Fprintf(stderr, "pds: %v\n", err)
-			return 1
-		}
-		for _, t := range issued {
-			rows = append(rows, row{string(t.Purpose), t.Token, t.ExpiresAt.UTC().Format(time.RFC3339)})
-		}
-	} else {
-		out, err := adminRequest(cfg, "POST", api.EmailTokensPath, nil, map[string]string{"purpose": *purpose})
-		if err != nil {
-			fmt.Fprintf(stderr, "pds: %v\n", err)
-			return 1
-		}
-		toks, _ := out["tokens"].([]any)
-		for _, t := range toks {
-			m, _ := t.(map[string]any)
-			rows = append(rows, row{fmt.Sprint(m["purpose"]), fmt.Sprint(m["token"]), fmt.Sprint(m["expiresAt"])})
-		}
 	}
-	if len(rows) == 0 {
+	issued, err := issueTokens(a, cfg, *purpose)
+	if err != nil {
+		fmt.Fprintf(stderr, "pds: %v\n", err)
+		return 1
+	}
+	if len(issued) == 0 {
 		fmt.Fprintln(stdout, "no code has been requested in the last 15 minutes (use --purpose to issue one)")
 		return 0
 	}
 	fmt.Fprintln(stdout, "PURPOSE\tCODE\tEXPIRES")
-	for _, r := range rows {
-		fmt.Fprintf(stdout, "%s\t%s\t%s\n", r.purpose, r.token, r.expires)
+	for _, t := range issued {
+		fmt.Fprintf(stdout, "%s\t%s\t%s\n", t.Purpose, t.Token, t.ExpiresAt.UTC().Format(time.RFC3339))
 	}
 	fmt.Fprintln(stderr, "These codes replace any mailed earlier; each works once.")
 	return 0
@@ -184,10 +161,8 @@ func randomPassword() string {
 // accountResetPassword: pds account reset-password [--password P]. Every
 // session ends; without --password a random one is made and printed.
 func accountResetPassword(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("account reset-password", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs, data := accountFlags("account reset-password", stderr)
 	password := fs.String("password", "", "the new password (default: a random one, printed)")
-	data := fs.String("data", "", "data directory (default $PDS_DATA_DIRECTORY or ./data)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -201,7 +176,7 @@ func accountResetPassword(args []string, stdout, stderr io.Writer) int {
 	}
 	if a != nil {
 		defer a.Close()
-		if err := a.auth.SetPassword(context.Background(), pw); err != nil {
+		if err := a.accounts.SetPassword(context.Background(), pw); err != nil {
 			fmt.Fprintf(stderr, "pds: %v\n", err)
 			return 1
 		}
@@ -226,9 +201,7 @@ func accountResetPassword(args []string, stdout, stderr io.Writer) int {
 
 // accountInfo: pds account info — the admin view of the account.
 func accountInfo(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("account info", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	data := fs.String("data", "", "data directory (default $PDS_DATA_DIRECTORY or ./data)")
+	fs, data := accountFlags("account info", stderr)
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -239,7 +212,7 @@ func accountInfo(args []string, stdout, stderr io.Writer) int {
 	var info map[string]any
 	if a != nil {
 		defer a.Close()
-		acct, err := a.auth.Account(context.Background())
+		acct, err := a.accounts.Account(context.Background())
 		if err != nil {
 			fmt.Fprintf(stderr, "pds: %v\n", err)
 			return 1

@@ -1,16 +1,12 @@
 package main
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
-	"net/http"
 	"os"
-	"strings"
 	"time"
 
 	"github.com/pdsbox/pds/account"
@@ -44,11 +40,9 @@ func accountCmd(args []string, stdout, stderr io.Writer) int {
 // accountCreate creates the account; the password comes from stdin (a
 // prompt when it is a terminal), never from args.
 func accountCreate(args []string, stdin *os.File, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("account create", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs, data := accountFlags("account create", stderr)
 	handle := fs.String("handle", "", "the account's handle (the hostname itself, or a name under it)")
 	email := fs.String("email", "", "the account email (optional)")
-	data := fs.String("data", "", "data directory (default $PDS_DATA_DIRECTORY or ./data)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -92,7 +86,7 @@ func accountCreate(args []string, stdin *os.File, stdout, stderr io.Writer) int 
 }
 
 func createViaServer(cfg *config, handle, password, email string, stdout, stderr io.Writer) int {
-	out, err := askServer(cfg, "com.atproto.server.createAccount", map[string]any{"handle": handle, "password": password, "email": email})
+	out, err := adminRequest(cfg, "POST", "/xrpc/com.atproto.server.createAccount", nil, map[string]any{"handle": handle, "password": password, "email": email})
 	if err != nil {
 		fmt.Fprintf(stderr, "pds: creating the account: %v\n", err)
 		return 1
@@ -101,62 +95,24 @@ func createViaServer(cfg *config, handle, password, email string, stdout, stderr
 	return 0
 }
 
-// askServer calls a procedure of the server running on this data directory
-// (it holds the database), as the admin, on its listen address.
-func askServer(cfg *config, nsid string, in any) (map[string]any, error) {
-	body, err := json.Marshal(in)
-	if err != nil {
-		return nil, err
-	}
-	host := cfg.Listen
-	if strings.HasPrefix(host, "0.0.0.0:") || strings.HasPrefix(host, "[::]:") {
-		host = "127.0.0.1:" + host[strings.LastIndexByte(host, ':')+1:]
-	}
-	req, err := http.NewRequest(http.MethodPost, "http://"+host+"/xrpc/"+nsid, bytes.NewReader(body))
-	if err != nil {
-		return nil, err
-	}
-	req.Header.Set("Content-Type", "application/json")
-	req.SetBasicAuth("admin", cfg.AdminPassword)
-	resp, err := (&http.Client{Timeout: 30 * time.Second}).Do(req)
-	if err != nil {
-		return nil, fmt.Errorf("the database is locked by a running server, and asking it at %s failed: %w", host, err)
-	}
-	defer resp.Body.Close()
-	var out map[string]any
-	_ = json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&out)
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("%v: %v", out["error"], out["message"])
-	}
-	return out, nil
-}
-
 func accountInvite(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("account invite", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	data := fs.String("data", "", "data directory (default $PDS_DATA_DIRECTORY or ./data)")
+	fs, data := accountFlags("account invite", stderr)
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
-	cfg, err := loadConfig(os.Getenv, "", *data)
-	if err != nil {
-		fmt.Fprintf(stderr, "pds: configuration: %v\n", err)
+	a, cfg, ok := offlineOrServer("account invite", *data, stderr)
+	if !ok {
 		return 1
 	}
-	a, err := openApp(context.Background(), cfg, newLogger(stderr, "warn"), 200*time.Millisecond)
-	if errors.Is(err, errDBInUse) {
+	if a == nil {
 		// The server is running: ask it, as account create does.
-		out, err := askServer(cfg, "com.atproto.server.createInviteCode", map[string]any{"useCount": 1})
+		out, err := adminRequest(cfg, "POST", "/xrpc/com.atproto.server.createInviteCode", nil, map[string]any{"useCount": 1})
 		if err != nil {
 			fmt.Fprintf(stderr, "pds: getting the invite code: %v\n", err)
 			return 1
 		}
 		fmt.Fprintln(stdout, out["code"])
 		return 0
-	}
-	if err != nil {
-		fmt.Fprintf(stderr, "pds: %v\n", err)
-		return 1
 	}
 	defer a.Close()
 	code, err := a.accounts.InviteCode()
@@ -166,4 +122,12 @@ func accountInvite(args []string, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprintln(stdout, code)
 	return 0
+}
+
+// accountFlags starts the flags of an account subcommand: errors to
+// stderr, and --data, the data directory every one of them opens.
+func accountFlags(name string, stderr io.Writer) (*flag.FlagSet, *string) {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	return fs, fs.String("data", "", "data directory (default $PDS_DATA_DIRECTORY or ./data)")
 }

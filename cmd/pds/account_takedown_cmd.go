@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"io"
 	"strconv"
@@ -18,10 +17,8 @@ func accountTakedown(apply bool) func([]string, io.Writer, io.Writer) int {
 		name = "account takedown"
 	}
 	return func(args []string, stdout, stderr io.Writer) int {
-		fs := flag.NewFlagSet(name, flag.ContinueOnError)
-		fs.SetOutput(stderr)
+		fs, data := accountFlags(name, stderr)
 		ref := fs.String("ref", "", "takedown reference (default: the current unix time, as pdsadmin)")
-		data := fs.String("data", "", "data directory (default $PDS_DATA_DIRECTORY or ./data)")
 		if err := fs.Parse(args); err != nil {
 			return 2
 		}

@@ -82,7 +82,7 @@ func (a *app) wire(ctx context.Context) error {
 	if cfg.Metrics || cfg.MetricsListen != "" {
 		a.metrics = newMetrics(a)
 	}
-	if a.auth, err = auth.New(a.db, auth.Config{JWTSecret: cfg.JWTSecret, ServiceDID: cfg.ServiceDID, MinLoginDuration: cfg.MinLoginDuration, Now: cfg.Now}); err != nil {
+	if a.auth, err = auth.New(a.db, auth.Config{JWTSecret: cfg.JWTSecret, ServiceDID: cfg.ServiceDID, Account: account.AuthIdentity, MinLoginDuration: cfg.MinLoginDuration, Now: cfg.Now}); err != nil {
 		return err
 	}
 	blobCfg := blobstore.Config{Dir: cfg.BlobDir, MaxSize: cfg.BlobLimit}

@@ -26,6 +26,7 @@ func (a *app) wireEmail() error {
 		Tokens:   tokens,
 		Outbox:   a.outbox,
 		Hostname: a.cfg.Hostname,
+		Now:      a.cfg.Now,
 		Log:      a.log,
 	})
 	return nil

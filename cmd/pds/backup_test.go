@@ -23,6 +23,7 @@ import (
 	"github.com/bluesky-social/indigo/atproto/syntax"
 	"github.com/gorilla/websocket"
 	"github.com/pdsbox/pds/backup"
+	"github.com/pdsbox/pds/internal/testpds"
 )
 
 // fakeRelay answers getHostStatus with a cursor and counts requestCrawl.
@@ -60,7 +61,7 @@ func consumeUntil(t *testing.T, wsURL string, cursor, upTo int64) int64 {
 	defer conn.Close()
 	last := cursor
 	for last < upTo {
-		h, body := readFrame(t, conn)
+		h, body := testpds.ReadFrame(t, conn)
 		if h.Op != 1 {
 			t.Fatalf("error frame %q", body)
 		}
@@ -197,7 +198,7 @@ func TestBackupRestoreRelayCursor(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	h, body := readFrame(t, conn)
+	h, body := testpds.ReadFrame(t, conn)
 	if h.Op != 1 || h.T != "#sync" {
 		t.Fatalf("first frame after restore: %+v %q, want #sync", h, body)
 	}
@@ -217,7 +218,7 @@ func TestBackupRestoreRelayCursor(t *testing.T) {
 	// The old session still works: the keys came back.
 	st, out := s2.call(t, "POST", "com.atproto.repo.createRecord", access, "", map[string]any{"repo": did, "collection": "app.bsky.feed.post", "record": post("after restore")})
 	wantStatus(t, "createRecord after restore", st, out, 200, "")
-	h, body = readFrame(t, conn)
+	h, body = testpds.ReadFrame(t, conn)
 	if h.T != "#commit" {
 		t.Fatalf("frame after the #sync: %+v", h)
 	}

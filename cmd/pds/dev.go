@@ -141,7 +141,7 @@ func runDev(ctx context.Context, o devOptions, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	acct, err := a.auth.Account(ctx)
+	acct, err := a.accounts.Account(ctx)
 	if err != nil {
 		return err
 	}

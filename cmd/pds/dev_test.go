@@ -20,6 +20,7 @@ import (
 	irepo "github.com/bluesky-social/indigo/atproto/repo"
 	"github.com/did-method-plc/go-didplc"
 	"github.com/gorilla/websocket"
+	"github.com/pdsbox/pds/internal/testpds"
 )
 
 // devRun is a `pds dev` started by a test, with what it printed.
@@ -156,7 +157,7 @@ func TestDevEndToEnd(t *testing.T) {
 		t.Fatalf("post: %d %v", st, rec)
 	}
 	for {
-		h, body := readFrame(t, conn)
+		h, body := testpds.ReadFrame(t, conn)
 		if h.T != "#commit" {
 			continue
 		}

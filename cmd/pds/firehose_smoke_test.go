@@ -6,58 +6,12 @@ import (
 	"net/url"
 	"strings"
 	"testing"
-	"time"
 
 	comatproto "github.com/bluesky-social/indigo/api/atproto"
 	irepo "github.com/bluesky-social/indigo/atproto/repo"
 	"github.com/gorilla/websocket"
-	cbg "github.com/whyrusleeping/cbor-gen"
+	"github.com/pdsbox/pds/internal/testpds"
 )
-
-// frameHeader is the header of an event-stream frame.
-type frameHeader struct {
-	Op int64
-	T  string
-}
-
-// readFrame decodes one websocket frame into its header and body bytes.
-func readFrame(t *testing.T, conn *websocket.Conn) (frameHeader, []byte) {
-	t.Helper()
-	_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
-	_, msg, err := conn.ReadMessage()
-	if err != nil {
-		t.Fatalf("reading frame: %v", err)
-	}
-	r := bytes.NewReader(msg)
-	var h frameHeader
-	cr := cbg.NewCborReader(r)
-	maj, n, err := cr.ReadHeader()
-	if err != nil || maj != cbg.MajMap {
-		t.Fatalf("frame header: %v", err)
-	}
-	for range n {
-		k, err := cbg.ReadString(cr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		switch k {
-		case "op":
-			maj, v, err := cr.ReadHeader()
-			if err != nil {
-				t.Fatal(err)
-			}
-			h.Op = int64(v)
-			if maj == cbg.MajNegativeInt {
-				h.Op = -1 - int64(v)
-			}
-		case "t":
-			if h.T, err = cbg.ReadString(cr); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
-	return h, msg[len(msg)-r.Len():]
-}
 
 func TestFirehoseSmoke(t *testing.T) {
 	s := startServer(t, nil)
@@ -74,7 +28,7 @@ func TestFirehoseSmoke(t *testing.T) {
 	defer conn.Close()
 	want := []string{"#identity", "#account", "#commit", "#sync", "#commit", "#commit", "#commit"}
 	for i, typ := range want {
-		h, body := readFrame(t, conn)
+		h, body := testpds.ReadFrame(t, conn)
 		if h.Op != 1 || h.T != typ {
 			t.Fatalf("frame %d: %+v, want %s", i, h, typ)
 		}
@@ -94,7 +48,7 @@ func TestFirehoseSmoke(t *testing.T) {
 	// Live: one more write arrives on the open socket.
 	st, out := s.call(t, "POST", "com.atproto.repo.createRecord", access, "", map[string]any{"repo": did, "collection": "app.bsky.feed.post", "record": post("live")})
 	wantStatus(t, "createRecord", st, out, 200, "")
-	if h, _ := readFrame(t, conn); h.T != "#commit" {
+	if h, _ := testpds.ReadFrame(t, conn); h.T != "#commit" {
 		t.Fatalf("live frame %+v", h)
 	}
 	// A cursor in the future is an error frame.
@@ -103,7 +57,7 @@ func TestFirehoseSmoke(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c2.Close()
-	if h, body := readFrame(t, c2); h.Op != -1 || !bytes.Contains(body, []byte("FutureCursor")) {
+	if h, body := testpds.ReadFrame(t, c2); h.Op != -1 || !bytes.Contains(body, []byte("FutureCursor")) {
 		t.Fatalf("future cursor: %+v %q", h, body)
 	}
 }

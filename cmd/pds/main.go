@@ -15,13 +15,18 @@
 //	blob_refs            collection/rkey          CID bytes of the blobs the record uses     blobstore
 //	blob_missing         CID string               JSON {refs, path}: imported, not uploaded  blobstore
 //	events               seq (uint64 BE)          time (unix ns, 8 bytes) | wire frame       events
-//	auth_account         "account"                JSON: DID, handle, email, password hash    auth
+//	account              "record"                 JSON: DID, handle, email, times            account
+//	auth_credentials     "account"                JSON: password hash, tokens-not-before     auth
 //	auth_app_passwords   name                     JSON app password record (hash, id)        auth
 //	auth_refresh_tokens  jti                      JSON refresh token record                  auth
 //	auth_email_tokens    purpose                  JSON {hash, issuedAt, expiresAt}           auth
 //	server_meta          "invite_code"            the invite code                            account
 //	server_meta          "account_status"         account.Status ("active" when absent)      account
 //	account_prefs        "app.bsky"               JSON preferences array                     account
+//
+// Data directories written before the account package owned the record
+// have bucket auth_account (the record and the password hash in one JSON
+// value); account.Open splits it into the two above in one transaction.
 //
 // Outside the file: <data>/repo-signing-key.hex (account, 0600), the blob
 // files under the blob directory (blobstore), and the secrets of config.go.

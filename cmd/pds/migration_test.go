@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"maps"
-	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -20,6 +19,7 @@ import (
 	"github.com/bluesky-social/indigo/atproto/syntax"
 	"github.com/did-method-plc/go-didplc"
 	"github.com/pdsbox/pds/account"
+	"github.com/pdsbox/pds/api"
 	"github.com/pdsbox/pds/auth"
 	"github.com/pdsbox/pds/internal/testpds"
 	"github.com/pdsbox/pds/repo"
@@ -695,20 +695,13 @@ func TestAccountPLCTokenCommand(t *testing.T) {
 // the server runs.
 func migAdminToken(t *testing.T, s *testServer, purpose string) string {
 	t.Helper()
-	req, err := http.NewRequest("POST", s.URL+"/admin/token?purpose="+purpose, nil)
-	if err != nil {
-		t.Fatal(err)
+	st, raw, _ := testpds.Request(t, "POST", s.URL+api.EmailTokensPath+"?purpose="+purpose, basicAuth("admin", "admin-secret"), nil, "")
+	var out struct {
+		Tokens []struct{ Purpose, Token string }
 	}
-	req.SetBasicAuth("admin", "admin-secret")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
+	_ = json.Unmarshal(raw, &out)
+	if st != 200 || len(out.Tokens) != 1 || out.Tokens[0].Purpose != purpose || out.Tokens[0].Token == "" {
+		t.Fatalf("admin token: %d %s", st, raw)
 	}
-	defer resp.Body.Close()
-	var out map[string]string
-	_ = json.NewDecoder(resp.Body).Decode(&out)
-	if resp.StatusCode != 200 || out["token"] == "" {
-		t.Fatalf("admin token: %d %v", resp.StatusCode, out)
-	}
-	return out["token"]
+	return out.Tokens[0].Token
 }

@@ -5,16 +5,20 @@ import (
 
 	"github.com/bluesky-social/indigo/atproto/lexicon"
 	"github.com/bluesky-social/indigo/atproto/syntax"
+	"github.com/pdsbox/pds/account"
 	"github.com/pdsbox/pds/api"
 	"github.com/pdsbox/pds/auth"
 	"github.com/pdsbox/pds/oauth"
 )
 
 // oauthAccount is the account as the OAuth sign-in pages see it.
-type oauthAccount struct{ store *auth.Store }
+type oauthAccount struct {
+	accounts *account.Service
+	store    *auth.Store
+}
 
 func (a oauthAccount) OAuthAccount(ctx context.Context) (syntax.DID, syntax.Handle, error) {
-	acct, err := a.store.Account(ctx)
+	acct, err := a.accounts.Account(ctx)
 	if err != nil {
 		return "", "", err
 	}
@@ -47,7 +51,7 @@ func (a *app) newOAuth(cat lexicon.Catalog) (*oauth.Server, error) {
 		Log:                 a.log,
 	}, oauth.Deps{
 		DB:           a.db,
-		Account:      oauthAccount{a.auth},
+		Account:      oauthAccount{a.accounts, a.auth},
 		SecondFactor: factor,
 		ClientIP:     api.ClientIP(cfg.TrustedProxies),
 	})

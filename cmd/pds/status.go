@@ -100,7 +100,7 @@ func (a *app) status(ctx context.Context, p *statusProbe) *statusReport {
 	if r, err := a.accounts.Repo(); err == nil {
 		did = r.DID()
 		_, rev, _ = r.Head()
-		if acct, err := a.auth.Account(ctx); err == nil {
+		if acct, err := a.accounts.Account(ctx); err == nil {
 			handle = acct.Handle.String()
 		}
 		rep.DID, rep.Handle = did.String(), handle

@@ -70,7 +70,7 @@ func (a *app) autocertManager() (*autocert.Manager, error) {
 			if host == cfg.Hostname {
 				return nil
 			}
-			if acct, err := a.auth.Account(ctx); err == nil && acct.Handle.String() == host && strings.HasSuffix(host, "."+cfg.Hostname) {
+			if acct, err := a.accounts.Account(ctx); err == nil && acct.Handle.String() == host && strings.HasSuffix(host, "."+cfg.Hostname) {
 				return nil
 			}
 			return fmt.Errorf("pds: no certificate for %q (only %s and the account's handle under it)", host, cfg.Hostname)

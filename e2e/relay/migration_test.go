@@ -115,13 +115,15 @@ func TestRelayFollowsMigrationIn(t *testing.T) {
 		nu.Call("POST", "com.atproto.repo.uploadBlob", nuTok, "", blob, h.Get("Content-Type"))
 	}
 	creds := nu.Call("GET", "com.atproto.identity.getRecommendedDidCredentials", nuTok, "", nil, "")
-	st, body, _ = old.raw("POST", "/admin/token", "", "purpose=plc_operation", nil, "", true)
+	st, body, _ = old.raw("POST", "/pds/admin/email-tokens", "", "purpose=plc_operation", nil, "", true)
 	ok200(t, "plc token", st, body)
-	var tok map[string]string
-	if err := json.Unmarshal(body, &tok); err != nil {
-		t.Fatal(err)
+	var tok struct {
+		Tokens []struct{ Token string }
 	}
-	creds["token"] = tok["token"]
+	if err := json.Unmarshal(body, &tok); err != nil || len(tok.Tokens) != 1 {
+		t.Fatalf("plc token: %s (%v)", body, err)
+	}
+	creds["token"] = tok.Tokens[0].Token
 	signed := old.Call("POST", "com.atproto.identity.signPlcOperation", oldTok, "", creds, "")
 	st, body, _ = nu.raw("POST", "/xrpc/com.atproto.identity.submitPlcOperation", nuTok, "", mustJSON(t, map[string]any{"operation": signed["operation"]}), "application/json", false)
 	ok200(t, "submitPlcOperation", st, body)

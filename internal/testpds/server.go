@@ -69,7 +69,7 @@ func Start(tb testing.TB, o Options) *Server {
 			tb.Fatal(err)
 		}
 	}
-	a, err := auth.New(db, auth.Config{JWTSecret: []byte("test-jwt-secret"), ServiceDID: ServiceDID, MinLoginDuration: -1})
+	a, err := auth.New(db, auth.Config{JWTSecret: []byte("test-jwt-secret"), ServiceDID: ServiceDID, Account: account.AuthIdentity, MinLoginDuration: -1})
 	must(err)
 	blobs, err := blobstore.New(db, blobstore.Config{Dir: filepath.Join(dir, "blobs"), MaxSize: 5 << 20})
 	must(err)
