@@ -166,11 +166,29 @@ func (s *server) decodeParams(r *http.Request, p any) error {
 	if err != nil {
 		return invalidRequest("Invalid query string: %s", strings.TrimPrefix(err.Error(), "invalid "))
 	}
-	props := s.paramSchemas(strings.TrimPrefix(r.URL.Path, "/xrpc/"))
-	v := reflect.ValueOf(p).Elem()
+	return setParams(reflect.ValueOf(p).Elem(), q, s.paramSchemas(strings.TrimPrefix(r.URL.Path, "/xrpc/")))
+}
+
+// pageParams are the paging parameters of the list queries, a Page field
+// of their parameters.
+type pageParams struct {
+	Limit  int    `query:"limit"`
+	Cursor string `query:"cursor"`
+}
+
+// setParams fills the tagged fields of the struct v, and of its untagged
+// struct fields (exported: reflect sets only those).
+func setParams(v reflect.Value, q url.Values, props map[string]lexicon.SchemaDef) error {
 	t := v.Type()
 	for i := 0; i < t.NumField(); i++ {
-		name, ok := t.Field(i).Tag.Lookup("query")
+		f := t.Field(i)
+		name, ok := f.Tag.Lookup("query")
+		if !ok && f.Type.Kind() == reflect.Struct {
+			if err := setParams(v.Field(i), q, props); err != nil {
+				return err
+			}
+			continue
+		}
 		if !ok {
 			continue
 		}

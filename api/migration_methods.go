@@ -91,10 +91,7 @@ func (s *server) importRepo(ctx context.Context, in *rawBody) (*noOutput, error)
 	return nil, nil
 }
 
-type listMissingBlobsParams struct {
-	Limit  int    `query:"limit"`
-	Cursor string `query:"cursor"`
-}
+type listMissingBlobsParams struct{ Page pageParams }
 
 type missingBlob struct {
 	CID       string `json:"cid"`
@@ -111,7 +108,7 @@ func (s *server) listMissingBlobs(ctx context.Context, p *listMissingBlobsParams
 	if err != nil {
 		return nil, err
 	}
-	missing, next, err := s.blobs.ListMissing(ctx, p.Cursor, p.Limit)
+	missing, next, err := s.blobs.ListMissing(ctx, p.Page.Cursor, p.Page.Limit)
 	if err != nil {
 		return nil, err
 	}

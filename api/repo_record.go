@@ -133,7 +133,8 @@ func newCommitMeta(c *repo.Commit) *commitMeta {
 	return &commitMeta{CID: c.CID.String(), Rev: c.Rev}
 }
 
-type createRecordInput struct {
+// recordInput is the input createRecord and putRecord share.
+type recordInput struct {
 	Repo       string          `json:"repo"`
 	Collection string          `json:"collection"`
 	RKey       string          `json:"rkey"`
@@ -142,15 +143,11 @@ type createRecordInput struct {
 	SwapCommit string          `json:"swapCommit"`
 }
 
+type createRecordInput struct{ recordInput }
+
 func (s *server) createRecord(ctx context.Context, in *createRecordInput) (*writeOutput, error) {
-	t, err := s.parseWriteTarget(ctx, in.Repo, in.Collection, in.RKey, in.SwapCommit, true)
+	t, err := s.parseWriteTarget(ctx, in.Repo, in.Collection, in.RKey, in.SwapCommit, repo.ActionCreate)
 	if err != nil {
-		return nil, err
-	}
-	if err := canRepo(ctx, t.coll.String(), "create"); err != nil {
-		return nil, err
-	}
-	if err := s.checkRKeyType(t.coll, t.rkey); err != nil {
 		return nil, err
 	}
 	rec, status, err := s.prepareRecord(ctx, in.Record, t.coll, in.Validate)
@@ -173,9 +170,11 @@ type writeTarget struct {
 }
 
 // parseWriteTarget parses what every single-record write names: the repo
-// (the account's), the collection, the record key (a new TID when newRKey
-// allows it to be empty) and swapCommit.
-func (s *server) parseWriteTarget(ctx context.Context, repoIdent, coll, rkey, swapCommit string, newRKey bool) (*writeTarget, error) {
+// (the account's), the collection, the record key (a new TID when a create
+// leaves it empty; of the collection's key type unless deleted) and
+// swapCommit, and checks the caller's scope for the action (a put may
+// create or update, so it needs both, as the reference decides).
+func (s *server) parseWriteTarget(ctx context.Context, repoIdent, coll, rkey, swapCommit string, action repo.Action) (*writeTarget, error) {
 	rp, err := s.writableRepo(ctx, repoIdent)
 	if err != nil {
 		return nil, err
@@ -184,13 +183,25 @@ func (s *server) parseWriteTarget(ctx context.Context, repoIdent, coll, rkey, sw
 	if t.coll, err = parseCollection(coll); err != nil {
 		return nil, err
 	}
-	if rkey == "" && newRKey {
+	if rkey == "" && action == repo.ActionCreate {
 		t.rkey = syntax.RecordKey(s.tids.Next().String())
 	} else if t.rkey, err = parseRKey(rkey); err != nil {
 		return nil, err
 	}
 	if t.swapCommit, err = parseOptCID("swapCommit", swapCommit); err != nil {
 		return nil, err
+	}
+	scope := []string{string(action)}
+	if action == repo.ActionPut {
+		scope = []string{"create", "update"}
+	}
+	if err := canRepo(ctx, t.coll.String(), scope...); err != nil {
+		return nil, err
+	}
+	if action != repo.ActionDelete {
+		if err := s.checkRKeyType(t.coll, t.rkey); err != nil {
+			return nil, err
+		}
 	}
 	return t, nil
 }
@@ -224,25 +235,13 @@ func writeResult(t *writeTarget, cidStr string, c *repo.Commit, status string) *
 }
 
 type putRecordInput struct {
-	Repo       string          `json:"repo"`
-	Collection string          `json:"collection"`
-	RKey       string          `json:"rkey"`
-	Validate   *bool           `json:"validate"`
-	Record     json.RawMessage `json:"record"`
+	recordInput
 	SwapRecord json.RawMessage `json:"swapRecord"`
-	SwapCommit string          `json:"swapCommit"`
 }
 
 func (s *server) putRecord(ctx context.Context, in *putRecordInput) (*writeOutput, error) {
-	t, err := s.parseWriteTarget(ctx, in.Repo, in.Collection, in.RKey, in.SwapCommit, false)
+	t, err := s.parseWriteTarget(ctx, in.Repo, in.Collection, in.RKey, in.SwapCommit, repo.ActionPut)
 	if err != nil {
-		return nil, err
-	}
-	// As the reference: a put may create or update, so it needs both.
-	if err := canRepo(ctx, t.coll.String(), "create", "update"); err != nil {
-		return nil, err
-	}
-	if err := s.checkRKeyType(t.coll, t.rkey); err != nil {
 		return nil, err
 	}
 	// swapRecord: absent = no check; null = the record must not exist.
@@ -295,11 +294,8 @@ type deleteRecordOutput struct {
 }
 
 func (s *server) deleteRecord(ctx context.Context, in *deleteRecordInput) (*deleteRecordOutput, error) {
-	t, err := s.parseWriteTarget(ctx, in.Repo, in.Collection, in.RKey, in.SwapCommit, false)
+	t, err := s.parseWriteTarget(ctx, in.Repo, in.Collection, in.RKey, in.SwapCommit, repo.ActionDelete)
 	if err != nil {
-		return nil, err
-	}
-	if err := canRepo(ctx, t.coll.String(), "delete"); err != nil {
 		return nil, err
 	}
 	rp, coll, rkey, swapCommit := t.rp, t.coll, t.rkey, t.swapCommit
@@ -507,9 +503,8 @@ func (s *server) getRecord(ctx context.Context, p *getRecordParams) (*recordView
 type listRecordsParams struct {
 	Repo       string `query:"repo"`
 	Collection string `query:"collection"`
-	Limit      int    `query:"limit"`
-	Cursor     string `query:"cursor"`
 	Reverse    bool   `query:"reverse"`
+	Page       pageParams
 }
 
 type listRecordsOutput struct {
@@ -526,12 +521,12 @@ func (s *server) listRecords(ctx context.Context, p *listRecordsParams) (*listRe
 	if err != nil {
 		return nil, err
 	}
-	if p.Cursor != "" {
-		if _, err := syntax.ParseRecordKey(p.Cursor); err != nil {
+	if p.Page.Cursor != "" {
+		if _, err := syntax.ParseRecordKey(p.Page.Cursor); err != nil {
 			return nil, invalidRequest("Invalid cursor")
 		}
 	}
-	recs, _, err := rp.ListRecords(coll, p.Cursor, p.Limit, !p.Reverse)
+	recs, _, err := rp.ListRecords(coll, p.Page.Cursor, p.Page.Limit, !p.Reverse)
 	if err != nil {
 		return nil, err
 	}

@@ -51,9 +51,8 @@ func (s *server) getBlob(w http.ResponseWriter, r *http.Request, p *getBlobParam
 }
 
 type listBlobsParams struct {
-	DID    string `query:"did"`
-	Limit  int    `query:"limit"`
-	Cursor string `query:"cursor"`
+	DID  string `query:"did"`
+	Page pageParams
 }
 
 type listBlobsOutput struct {
@@ -65,7 +64,7 @@ func (s *server) listBlobs(ctx context.Context, p *listBlobsParams) (*listBlobsO
 	if err := s.ourDID(p.DID); err != nil {
 		return nil, err
 	}
-	cids, next, err := s.blobs.List(ctx, p.Cursor, p.Limit)
+	cids, next, err := s.blobs.List(ctx, p.Page.Cursor, p.Page.Limit)
 	if err != nil {
 		return nil, err
 	}

@@ -109,16 +109,12 @@ type getHeadOutput struct {
 }
 
 // getHead is the deprecated form of getLatestCommit.
-func (s *server) getHead(_ context.Context, p *didParams) (*getHeadOutput, error) {
-	rp, err := s.syncRepo(p.DID)
+func (s *server) getHead(ctx context.Context, p *didParams) (*getHeadOutput, error) {
+	latest, err := s.getLatestCommit(ctx, p)
 	if err != nil {
 		return nil, err
 	}
-	c, _, err := rp.Head()
-	if err != nil {
-		return nil, err
-	}
-	return &getHeadOutput{Root: c.String()}, nil
+	return &getHeadOutput{Root: latest.CID}, nil
 }
 
 type syncGetRecordParams struct {
@@ -197,10 +193,7 @@ func (s *server) getBlocks(w http.ResponseWriter, r *http.Request, p *getBlocksP
 	return nil
 }
 
-type listReposParams struct {
-	Limit  int    `query:"limit"`
-	Cursor string `query:"cursor"`
-}
+type listReposParams struct{ Page pageParams }
 
 // repoStatus is the status of the account's repository as listRepos and
 // getRepoStatus answer it.
@@ -219,7 +212,7 @@ type listReposOutput struct {
 func (s *server) listRepos(ctx context.Context, p *listReposParams) (*listReposOutput, error) {
 	out := &listReposOutput{Repos: []repoStatus{}}
 	// One account: a cursor only ever points past it.
-	if rp, err := s.accounts.Repo(); err == nil && p.Cursor == "" {
+	if rp, err := s.accounts.Repo(); err == nil && p.Page.Cursor == "" {
 		if c, rev, err := rp.Head(); err == nil {
 			row := repoStatus{DID: rp.DID().String(), Head: c.String(), Rev: rev}
 			s.repoStatusFields(ctx, &row)
