@@ -7,22 +7,13 @@ import (
 	"github.com/ipfs/go-cid"
 )
 
-// ourDID checks the did parameter of sync methods against the account.
-func (s *server) ourDID(did string) error {
-	rp, err := s.accounts.Repo()
-	if err != nil || rp.DID().String() != did {
-		return xerr(http.StatusBadRequest, "RepoNotFound", "Could not find repo for DID: %s", did)
-	}
-	return s.repoTakendown(context.Background(), did)
-}
-
 type getBlobParams struct {
 	DID string `query:"did"`
 	CID string `query:"cid"`
 }
 
 func (s *server) getBlob(w http.ResponseWriter, r *http.Request, p *getBlobParams) error {
-	if err := s.ourDID(p.DID); err != nil {
+	if _, err := s.syncRepo(p.DID); err != nil {
 		return err
 	}
 	c, err := cid.Decode(p.CID)
@@ -61,7 +52,7 @@ type listBlobsOutput struct {
 }
 
 func (s *server) listBlobs(ctx context.Context, p *listBlobsParams) (*listBlobsOutput, error) {
-	if err := s.ourDID(p.DID); err != nil {
+	if _, err := s.syncRepo(p.DID); err != nil {
 		return nil, err
 	}
 	cids, next, err := s.blobs.List(ctx, p.Page.Cursor, p.Page.Limit)
