@@ -20,8 +20,9 @@ import (
 //   - procedure: typed JSON input, typed output as JSON (or an empty 200);
 //   - rawInput: a body taken as bytes (uploadBlob, importRepo), typed output;
 //   - stream: typed parameters, a body written by the handler (CARs, blobs);
-//   - the websocket, the proxied methods and the pages (wellknown.go) are
-//     plain http.HandlerFuncs, declared as such in the table.
+//   - firehose: typed parameters, then a websocket (subscribeRepos);
+//   - proxied methods and pages (wellknown.go) are plain
+//     http.HandlerFuncs, declared as such in the table.
 //
 // Handlers of the first three shapes are func(ctx, *In) (*Out, error)
 // bodies: errors go through writeError, output through writeJSON.
@@ -203,7 +204,8 @@ func setParams(v reflect.Value, q url.Values, props map[string]lexicon.SchemaDef
 	return nil
 }
 
-// paramSchemas are the parameters of the query nsid (nil if unknown).
+// paramSchemas are the parameters of the query or subscription nsid
+// (nil if unknown).
 func (s *server) paramSchemas(nsid string) map[string]lexicon.SchemaDef {
 	if s.lex == nil {
 		return nil
@@ -212,8 +214,15 @@ func (s *server) paramSchemas(nsid string) map[string]lexicon.SchemaDef {
 	if err != nil {
 		return nil
 	}
-	if q, ok := sch.Def.(lexicon.SchemaQuery); ok && q.Parameters != nil {
-		return q.Parameters.Properties
+	switch d := sch.Def.(type) {
+	case lexicon.SchemaQuery:
+		if d.Parameters != nil {
+			return d.Parameters.Properties
+		}
+	case lexicon.SchemaSubscription:
+		if d.Parameters != nil {
+			return d.Parameters.Properties
+		}
 	}
 	return nil
 }
@@ -277,12 +286,18 @@ func setParam(f reflect.Value, path string, vals []string) error {
 // noParams is the parameters of a query whose lexicon has none.
 type noParams struct{}
 
-// firehose, proxied and page name the shape of a route whose handler
-// answers for itself, so that the route table shows every route's shape:
-// the firehose (subscribeRepos), methods relayed to another service
-// (getFeed, registerPush), and the pages and well-known documents.
-func firehose(h http.HandlerFunc) http.HandlerFunc { return h }
+// firehose adapts a subscription (subscribeRepos): its parameters are
+// decoded as for query, an error returned before the websocket upgrade is
+// answered as an XRPC error, and after it the handler speaks the
+// subscription's own frames.
+func firehose[P any](s *server, do func(w http.ResponseWriter, r *http.Request, p *P) error) http.HandlerFunc {
+	return stream(s, do)
+}
 
+// proxied and page name the shape of a route whose handler answers for
+// itself, so that the route table shows every route's shape: methods
+// relayed to another service (getFeed, registerPush), and the pages and
+// well-known documents.
 func proxied(h http.HandlerFunc) http.HandlerFunc { return h }
 
 func page(h http.HandlerFunc) http.HandlerFunc { return h }

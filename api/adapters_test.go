@@ -58,6 +58,7 @@ var queryParams = map[string]any{
 	"com.atproto.sync.getCheckout":                      didParams{},
 	"com.atproto.sync.getBlob":                          getBlobParams{},
 	"com.atproto.sync.listBlobs":                        listBlobsParams{},
+	"com.atproto.sync.subscribeRepos":                   subscribeReposParams{},
 }
 
 // TestQueryParamsMatchLexicons holds every query tag to a parameter of its
@@ -77,7 +78,7 @@ func TestQueryParamsMatchLexicons(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	routes := regexp.MustCompile(`"/xrpc/([a-zA-Z.]+)", (query|stream)\(`).FindAllStringSubmatch(string(src), -1)
+	routes := regexp.MustCompile(`"/xrpc/([a-zA-Z.]+)", (query|stream|firehose)\(`).FindAllStringSubmatch(string(src), -1)
 	if len(routes) < 20 {
 		t.Fatalf("found %d query routes in router.go: the pattern is stale", len(routes))
 	}

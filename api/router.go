@@ -252,7 +252,7 @@ func NewRouter(d Deps) http.Handler {
 	r.With(need(auth.PermRPC)).Post("/xrpc/app.bsky.notification.registerPush", proxied(s.registerPush))
 
 	// com.atproto.sync
-	r.Get("/xrpc/com.atproto.sync.subscribeRepos", firehose(s.subscribeRepos))
+	r.Get("/xrpc/com.atproto.sync.subscribeRepos", firehose(s, s.subscribeRepos))
 	r.With(streamDeadlines, s.requireAvailableRepo).Get("/xrpc/com.atproto.sync.getRepo", stream(s, s.getRepo))
 	r.With(s.requireAvailableRepo).Get("/xrpc/com.atproto.sync.getLatestCommit", query(s, s.getLatestCommit))
 	r.With(s.requireAvailableRepo).Get("/xrpc/com.atproto.sync.getRecord", stream(s, s.syncGetRecord))

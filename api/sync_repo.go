@@ -263,30 +263,27 @@ var upgrader = websocket.Upgrader{
 	CheckOrigin: func(*http.Request) bool { return true },
 }
 
-func (s *server) subscribeRepos(w http.ResponseWriter, r *http.Request) {
-	var cursor *int64
-	if v := r.URL.Query().Get("cursor"); v != "" {
-		n, err := strconv.ParseInt(v, 10, 64)
-		if err != nil || n < 0 {
-			writeError(w, r, s.log, invalidRequest("Invalid cursor"))
-			return
-		}
-		cursor = &n
+type subscribeReposParams struct {
+	Cursor *int64 `query:"cursor"`
+}
+
+func (s *server) subscribeRepos(w http.ResponseWriter, r *http.Request, p *subscribeReposParams) error {
+	if p.Cursor != nil && *p.Cursor < 0 {
+		return invalidRequest("Invalid cursor")
 	}
 	// Bound the open firehose sockets: each holds a goroutine pair and a
 	// queue, and nothing else stops a client from opening thousands.
 	ip, _ := netip.ParseAddr(s.clientIP(r))
 	slot, ok := s.subSlots.take(ip)
 	if !ok {
-		writeError(w, r, s.log, xerr(http.StatusServiceUnavailable, "TooManySubscribers", "too many firehose subscribers; try again later"))
-		return
+		return xerr(http.StatusServiceUnavailable, "TooManySubscribers", "too many firehose subscribers; try again later")
 	}
 	defer s.subSlots.release(slot)
 	done := s.events.Track()
 	defer done()
 	conn, err := upgrader.Upgrade(w, r, nil)
 	if err != nil {
-		return // the upgrader has answered
+		return nil // the upgrader has answered
 	}
 	defer conn.Close()
 	// Bound the kernel's send buffer too: a thousand stalled consumers
@@ -331,7 +328,7 @@ func (s *server) subscribeRepos(w http.ResponseWriter, r *http.Request) {
 		return conn.WriteMessage(websocket.BinaryMessage, frame)
 	}
 	info := func(i events.Info) error { return send(events.InfoFrame(i.Name, i.Message)) }
-	err = s.events.Subscribe(ctx, cursor, info, send)
+	err = s.events.Subscribe(ctx, p.Cursor, info, send)
 	var closing []byte
 	switch {
 	case errors.Is(err, events.ErrFutureCursor):
@@ -346,6 +343,7 @@ func (s *server) subscribeRepos(w http.ResponseWriter, r *http.Request) {
 		closing = websocket.FormatCloseMessage(websocket.CloseNormalClosure, "")
 	}
 	_ = conn.WriteControl(websocket.CloseMessage, closing, time.Now().Add(time.Second))
+	return nil
 }
 
 // countingWriter counts the bytes written through it, to tell an error
