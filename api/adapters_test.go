@@ -68,9 +68,15 @@ func TestQueryParamsMatchLexicons(t *testing.T) {
 	s := testServer(t)
 	for nsid, p := range queryParams {
 		props := s.paramSchemas(nsid)
-		for _, name := range queryTags(reflect.TypeOf(p)) {
+		for name, typ := range queryTags(reflect.TypeOf(p)) {
 			if _, ok := props[name]; !ok {
 				t.Errorf("%s: parameter %q is not in the lexicon", nsid, name)
+			}
+			// setParam's kinds: anything else would panic on a request.
+			switch k := typ.String(); k {
+			case "string", "bool", "int", "int64", "[]string", "*string", "*bool", "*int", "*int64":
+			default:
+				t.Errorf("%s: parameter %q is a %s, which setParam does not decode", nsid, name, k)
 			}
 		}
 	}
@@ -89,17 +95,21 @@ func TestQueryParamsMatchLexicons(t *testing.T) {
 	}
 }
 
-func queryTags(t reflect.Type) []string {
-	var names []string
+// queryTags maps the query tags of t (and of its untagged struct fields)
+// to their field types.
+func queryTags(t reflect.Type) map[string]reflect.Type {
+	tags := map[string]reflect.Type{}
 	for i := 0; i < t.NumField(); i++ {
 		f := t.Field(i)
 		if name, ok := f.Tag.Lookup("query"); ok {
-			names = append(names, name)
+			tags[name] = f.Type
 		} else if f.Type.Kind() == reflect.Struct {
-			names = append(names, queryTags(f.Type)...)
+			for name, typ := range queryTags(f.Type) {
+				tags[name] = typ
+			}
 		}
 	}
-	return names
+	return tags
 }
 
 func TestDecodeParams(t *testing.T) {
