@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	comatproto "github.com/bluesky-social/indigo/api/atproto"
@@ -67,6 +68,7 @@ type Sequencer struct {
 	closed  bool
 	conns   sync.WaitGroup // consumer connections, for Wait
 	pages   *replayPages   // shared replay pages (replay.go)
+	sent    atomic.Int64   // event frame bytes handed to consumers (stats.go)
 }
 
 // New opens the sequencer over db, creating its bucket.

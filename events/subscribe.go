@@ -80,6 +80,7 @@ type Info struct{ Name, Message string }
 // and the replay starts at the oldest kept event. send is called from one
 // goroutine at a time; frames must not be modified.
 func (s *Sequencer) Subscribe(ctx context.Context, cursor *int64, info func(Info) error, send func(frame []byte) error) error {
+	send = s.countSent(send)
 	var pos int64
 	if cursor == nil {
 		pos = s.LastSeq()

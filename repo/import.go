@@ -3,12 +3,10 @@ package repo
 import (
 	"bytes"
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
-	"slices"
-	"strings"
+	"path/filepath"
 	"time"
 
 	"github.com/bluesky-social/indigo/atproto/atcrypto"
@@ -19,13 +17,13 @@ import (
 	carv2 "github.com/ipld/go-car/v2"
 	"github.com/multiformats/go-multihash"
 	"github.com/pdsbox/pds/mst"
-	bolt "go.etcd.io/bbolt"
 )
 
-// Default bounds of ImportCAR. The whole CAR is held in memory while it is
-// checked, so DefaultImportMaxBytes also bounds the memory an import takes
-// (about twice that, with the map and the rebuilt tree). 512 MiB is several
-// times the largest repositories on the network today.
+// Default bounds of ImportCAR. The CAR's blocks are spilled to a temporary
+// file in the database's directory while they are checked, so
+// DefaultImportMaxBytes bounds that file; memory grows only with the number
+// of blocks (an index of 44 bytes a block, see importSpill). 512 MiB is
+// several times the largest repositories on the network today.
 const (
 	DefaultImportMaxBytes      int64 = 512 << 20
 	DefaultImportMaxBlocks           = 4_000_000
@@ -76,8 +74,12 @@ func (o ImportOptions) withDefaults() ImportOptions {
 // once the DID document names our key.
 //
 // Any fault of the CAR returns an error wrapping ErrInvalidCAR, and leaves the
-// repository untouched. Otherwise the new commit becomes the head, in one
-// bbolt transaction that also runs Options.BeforeCommit.
+// repository untouched. Otherwise the checked repository is written in
+// several bounded transactions to a staging area that no reader sees (see
+// writeImport), and the new commit becomes the head in one last small
+// transaction that also runs Options.BeforeCommit. An import that fails or
+// is interrupted there (an error, a cancel, a crash) leaves the repository
+// as it was; Open discards what a crash left behind.
 //
 // The returned Commit (also what BeforeCommit gets) describes the new head as
 // a #sync event needs it: Ops, Since and PrevData are nil, and CAR, like
@@ -85,46 +87,36 @@ func (o ImportOptions) withDefaults() ImportOptions {
 // every blob the imported records reference and RecordBlobs which record
 // references which. ImportedRev is the rev of the commit in the CAR.
 func (r *Repo) ImportCAR(ctx context.Context, rd io.Reader, pub atcrypto.PublicKey, opts ImportOptions) (*Commit, error) {
-	imp, err := r.readImport(ctx, rd, pub, opts.withDefaults())
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	sp, err := newImportSpill(filepath.Dir(r.db.Path()))
+	if err != nil {
+		return nil, err
+	}
+	defer sp.close()
+	imp, err := r.readImport(ctx, rd, pub, opts.withDefaults(), sp)
 	if err != nil {
 		return nil, err
 	}
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	return r.write(func(tx *bolt.Tx) (*Commit, error) { return r.writeImport(tx, imp) })
+	return r.writeImport(ctx, imp, sp)
 }
 
-// imported is a checked repository, ready to be written.
+// imported is a checked repository, ready to be written. Its blocks are in
+// the spill file, whose refs count the references to each: one for each MST
+// node, one per path for records, none for the rest (the imported commit,
+// blocks nothing links).
 type imported struct {
-	commitCID  cid.Cid
-	commitData []byte
-	rev        string
-	data       cid.Cid
-	// nodes are the MST nodes, as the rebuilt tree encodes them.
-	nodes []mst.Block
-	// paths are the record paths in key order, with their record CIDs.
-	paths []importedPath
-	// records are the distinct record blocks.
-	records map[cid.Cid][]byte
-	blobs   []cid.Cid
-	// recBlobs are the blobs of each distinct record block that has any.
-	recBlobs map[cid.Cid][]cid.Cid
-}
-
-type importedPath struct {
-	key string
-	val cid.Cid
-}
-
-// mapSource is a BlockSource over the blocks of a CAR.
-type mapSource map[cid.Cid][]byte
-
-func (m mapSource) GetBlock(c cid.Cid) ([]byte, error) {
-	if b, ok := m[c]; ok {
-		return b, nil
-	}
-	return nil, mst.ErrBlockNotFound // the tree names the CID
+	rev  string
+	data cid.Cid
+	// paths is the number of record paths (in the spill's path log).
+	paths int
+	blobs []cid.Cid
+	// recBlobs are the blobs of each record path that references any.
+	recBlobs map[string][]cid.Cid
 }
 
 // boundedReader fails once more than max bytes have been read.
@@ -165,8 +157,9 @@ func invalidCAR(format string, args ...any) error {
 	return fmt.Errorf("%w: %s", ErrInvalidCAR, fmt.Sprintf(format, args...))
 }
 
-// readImport reads and checks the CAR, without touching the database.
-func (r *Repo) readImport(ctx context.Context, rd io.Reader, pub atcrypto.PublicKey, o ImportOptions) (imp *imported, err error) {
+// readImport reads the CAR into the spill file and checks it, without
+// touching the database.
+func (r *Repo) readImport(ctx context.Context, rd io.Reader, pub atcrypto.PublicKey, o ImportOptions, sp *importSpill) (imp *imported, err error) {
 	// The CAR and CBOR decoders are not written against hostile input; a
 	// panic in them is a bad CAR, not a crash.
 	defer func() {
@@ -178,7 +171,7 @@ func (r *Repo) readImport(ctx context.Context, rd io.Reader, pub atcrypto.Public
 		return nil, fmt.Errorf("importing repository: no public key")
 	}
 
-	// 1. Read every block, hash-checked, within the bounds.
+	// 1. Read every block, hash-checked, within the bounds, into the spill.
 	br := &boundedReader{r: rd, left: o.MaxBytes}
 	fail := func(what string, err error) error {
 		if br.exceeded || errors.Is(err, errTooLarge) {
@@ -205,7 +198,6 @@ func (r *Repo) readImport(ctx context.Context, rd io.Reader, pub atcrypto.Public
 	if !isRepoCID(root) {
 		return nil, invalidCAR("root %s is not a dag-cbor sha2-256 CIDv1", root)
 	}
-	blocks := mapSource{}
 	for n := 0; ; n++ {
 		if n%4096 == 0 {
 			if err := ctx.Err(); err != nil {
@@ -226,14 +218,23 @@ func (r *Repo) readImport(ctx context.Context, rd io.Reader, pub atcrypto.Public
 		if len(data) > o.MaxBlockBytes {
 			return nil, invalidCAR("block %s is %d bytes, over %d", blk.Cid(), len(data), o.MaxBlockBytes)
 		}
-		blocks[blk.Cid()] = data
+		if err := sp.put(blk.Cid(), data); err != nil {
+			return nil, err
+		}
 	}
 	if br.exceeded {
 		return nil, invalidCAR("over %d bytes", o.MaxBytes)
 	}
+	if err := sp.startLog(); err != nil {
+		return nil, err
+	}
 
 	// 2. The commit.
-	commitData, ok := blocks[root]
+	rootD, _ := digest(root)
+	commitData, ok, err := sp.get(rootD)
+	if err != nil {
+		return nil, err
+	}
 	if !ok {
 		return nil, invalidCAR("root commit %s is not in the CAR", root)
 	}
@@ -263,18 +264,36 @@ func (r *Repo) readImport(ctx context.Context, rd io.Reader, pub atcrypto.Public
 		return nil, invalidCAR("commit signature: %v", err)
 	}
 
-	// 3. The MST: every node present and well formed (decodeNode checks
+	// 3. The MST, walked in key order with only the path from the root in
+	// memory: every node present and well formed (decodeNode checks
 	// encoding, order within a node and heights), keys valid repo paths in
-	// strictly increasing order, records present and valid.
-	tree, err := mst.LoadTree(blocks, sc.Data)
+	// strictly increasing order, records present and valid. The keys feed a
+	// Builder, which recomputes the tree the spec makes of them, node by
+	// node: its root equals the commit's data only if the CAR's tree has
+	// exactly that shape. The paths go to the spill's log, for the write.
+	tree, err := mst.LoadTree(sp, sc.Data)
 	if err != nil {
 		return nil, invalidCAR("MST root: %v", err)
 	}
-	imp = &imported{commitCID: root, commitData: commitData, rev: sc.Rev, data: sc.Data, records: map[cid.Cid][]byte{}, recBlobs: map[cid.Cid][]cid.Cid{}}
+	imp = &imported{rev: sc.Rev, data: sc.Data, recBlobs: map[string][]cid.Cid{}}
+	// The nodes the Builder makes are the CAR's if its root is the
+	// commit's data; a node the CAR lacks means it is not.
+	missingNode := false
+	build := mst.NewBuilder(func(b mst.Block) error {
+		d, _ := digest(b.CID)
+		if i, ok := sp.find(d); ok {
+			sp.refs[i] = 1
+		} else {
+			missingNode = true
+		}
+		return nil
+	})
+	// The blobs of each distinct record that has any, for records held at
+	// several paths.
+	blobsOf := map[[32]byte][]cid.Cid{}
 	var prev []byte
-	n := 0
 	err = tree.Walk(nil, false, func(key []byte, val cid.Cid) error {
-		if n++; n%4096 == 0 {
+		if imp.paths++; imp.paths%4096 == 0 {
 			if err := ctx.Err(); err != nil {
 				return err
 			}
@@ -286,181 +305,87 @@ func (r *Repo) readImport(ctx context.Context, rd io.Reader, pub atcrypto.Public
 		if _, _, err := syntax.ParseRepoPath(string(key)); err != nil {
 			return invalidCAR("MST key %q: %v", key, err)
 		}
-		if _, seen := imp.records[val]; !seen {
-			if err := checkImportedRecord(blocks, key, val, imp); err != nil {
+		d, ok := digest(val)
+		if !ok {
+			return invalidCAR("record %s: CID %s is not a dag-cbor sha2-256 CIDv1", key, val)
+		}
+		i, ok := sp.find(d)
+		if !ok {
+			return invalidCAR("record %s: block %s is not in the CAR", key, val)
+		}
+		if sp.refs[i] == 0 {
+			// The first path to this record: check it.
+			blobs, err := checkImportedRecord(sp, i, key)
+			if err != nil {
 				return err
 			}
+			if len(blobs) > 0 {
+				blobsOf[d] = blobs
+				imp.blobs = append(imp.blobs, blobs...)
+			}
 		}
-		imp.paths = append(imp.paths, importedPath{key: string(key), val: val})
-		return nil
+		sp.refs[i]++
+		if bl := blobsOf[d]; len(bl) > 0 {
+			imp.recBlobs[string(key)] = bl
+		}
+		if err := build.Add(key, val); err != nil {
+			return invalidCAR("MST: %v", err)
+		}
+		return sp.logPath(key, d)
 	})
 	if err != nil {
 		if errors.Is(err, ErrInvalidCAR) || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 			return nil, err
 		}
+		if errors.Is(err, errSpill) {
+			return nil, err // our disk, not the CAR
+		}
 		return nil, invalidCAR("MST: %v", err)
 	}
-
-	// The CAR's own node blocks are no longer needed (the rebuilt tree
-	// yields them again); let them go before the rebuild, the peak.
-	clear(blocks)
-	blocks = nil
+	if err := sp.flush(); err != nil {
+		return nil, err
+	}
 
 	// 4. The MST recomputes, from its keys and values alone, to the commit's
 	// data root: its shape is the one the spec makes of these keys.
-	fresh := mst.NewTree(mapSource{})
-	for _, p := range imp.paths {
-		if _, err := fresh.Insert([]byte(p.key), p.val); err != nil {
-			return nil, invalidCAR("rebuilding MST: %v", err)
-		}
-	}
-	diff, err := fresh.Commit()
+	data, err := build.Finish()
 	if err != nil {
 		return nil, invalidCAR("rebuilding MST: %v", err)
 	}
-	if diff.Root != sc.Data {
-		return nil, invalidCAR("MST recomputes to %s, not the commit's data %s", diff.Root, sc.Data)
+	if data != sc.Data {
+		return nil, invalidCAR("MST recomputes to %s, not the commit's data %s", data, sc.Data)
+	}
+	if missingNode {
+		// Impossible with the root equal: the walk read every node.
+		return nil, fmt.Errorf("%w: an MST node of %s is missing after the walk", ErrCorrupt, data)
 	}
 	// Same root, so the same nodes, byte for byte: these are the CAR's.
-	imp.nodes = diff.Blocks
 	imp.blobs = uniqueCIDs(imp.blobs)
 	return imp, nil
 }
 
-// checkImportedRecord checks the record block val of key and adds it to imp.
-func checkImportedRecord(blocks mapSource, key []byte, val cid.Cid, imp *imported) error {
-	if !isRepoCID(val) {
-		return invalidCAR("record %s: CID %s is not a dag-cbor sha2-256 CIDv1", key, val)
-	}
-	data, ok := blocks[val]
-	if !ok {
-		return invalidCAR("record %s: block %s is not in the CAR", key, val)
+// checkImportedRecord checks the record of key, block i of the spill, and
+// returns the blobs it references.
+func checkImportedRecord(sp *importSpill, i int, key []byte) ([]cid.Cid, error) {
+	data, err := sp.read(i)
+	if err != nil {
+		return nil, err
 	}
 	if len(data) > MaxRecordBytes {
-		return invalidCAR("record %s is %d bytes, over %d", key, len(data), MaxRecordBytes)
+		return nil, invalidCAR("record %s is %d bytes, over %d", key, len(data), MaxRecordBytes)
 	}
 	rec, err := atdata.UnmarshalCBOR(data)
 	if err != nil {
-		return invalidCAR("record %s: %v", key, err)
+		return nil, invalidCAR("record %s: %v", key, err)
 	}
 	// Records carry their type; this also keeps record blocks apart from
 	// MST nodes and commits, which have none, for the refcounts.
 	if typ, ok := rec["$type"].(string); !ok || typ == "" {
-		return invalidCAR("record %s has no $type", key)
+		return nil, invalidCAR("record %s has no $type", key)
 	}
+	var out []cid.Cid
 	for _, b := range atdata.ExtractBlobs(rec) {
-		imp.blobs = append(imp.blobs, b.Ref.CID())
-		imp.recBlobs[val] = append(imp.recBlobs[val], b.Ref.CID())
+		out = append(out, b.Ref.CID())
 	}
-	imp.records[val] = data
-	return nil
-}
-
-// writeImport replaces the repository with imp inside tx, under a new
-// commit signed with our key.
-func (r *Repo) writeImport(tx *bolt.Tx, imp *imported) (*Commit, error) {
-	h, err := readHead(tx)
-	if err != nil {
-		return nil, err
-	}
-	// The new rev sorts after the imported one and after ours.
-	after := &head{rev: imp.rev}
-	if h != nil && h.rev > after.rev {
-		after.rev = h.rev
-	}
-	rev := r.nextRev(after)
-	sc := irepo.Commit{DID: r.did.String(), Version: irepo.ATPROTO_REPO_VERSION, Data: imp.data, Rev: rev}
-	if err := sc.Sign(r.signer); err != nil {
-		return nil, fmt.Errorf("signing commit: %w", err)
-	}
-	var cb bytes.Buffer
-	if err := sc.MarshalCBOR(&cb); err != nil {
-		return nil, fmt.Errorf("encoding commit: %w", err)
-	}
-	commitCID, err := cidBuilder.Sum(cb.Bytes())
-	if err != nil {
-		return nil, err
-	}
-	commitData := cb.Bytes()
-
-	for _, b := range [][]byte{bucketBlocks, bucketRecords, bucketRecent} {
-		if err := tx.DeleteBucket(b); err != nil && !errors.Is(err, bolt.ErrBucketNotFound) {
-			return nil, fmt.Errorf("clearing %s: %w", b, err)
-		}
-		if _, err := tx.CreateBucket(b); err != nil {
-			return nil, fmt.Errorf("creating %s: %w", b, err)
-		}
-	}
-	// Every reachable block with its number of references: one for the
-	// commit and each node, one per path for records. Written in CID order,
-	// which bbolt appends fastest.
-	type ref struct {
-		data []byte
-		n    int
-	}
-	refs := make(map[cid.Cid]*ref, len(imp.nodes)+len(imp.records)+1)
-	add := func(c cid.Cid, data []byte) {
-		if x, ok := refs[c]; ok {
-			x.n++
-			return
-		}
-		refs[c] = &ref{data: data, n: 1}
-	}
-	add(commitCID, commitData)
-	for _, b := range imp.nodes {
-		add(b.CID, b.Data)
-	}
-	for _, p := range imp.paths {
-		add(p.val, imp.records[p.val])
-	}
-	keys := make([]cid.Cid, 0, len(refs))
-	for c := range refs {
-		keys = append(keys, c)
-	}
-	// KeyString is the binary CID without a copy: same order as Bytes.
-	slices.SortFunc(keys, func(a, b cid.Cid) int { return strings.Compare(a.KeyString(), b.KeyString()) })
-	bw, err := newBlockWriter(tx, rev)
-	if err != nil {
-		return nil, err
-	}
-	for _, c := range keys {
-		x := refs[c]
-		if err := bw.put(c, x.data, false); err != nil {
-			return nil, err
-		}
-		if x.n > 1 {
-			// Set the count at once: a record may be under many paths.
-			v := bytes.Clone(bw.blocks.Get(c.Bytes()))
-			binary.BigEndian.PutUint32(v[revLen:], uint32(x.n))
-			if err := bw.blocks.Put(c.Bytes(), v); err != nil {
-				return nil, err
-			}
-		}
-	}
-	records := tx.Bucket(bucketRecords)
-	recBlobs := map[string][]cid.Cid{}
-	for _, p := range imp.paths {
-		if err := records.Put([]byte(p.key), p.val.Bytes()); err != nil {
-			return nil, err
-		}
-		if bl := imp.recBlobs[p.val]; len(bl) > 0 {
-			recBlobs[p.key] = bl
-		}
-	}
-	if err := writeHead(tx, &head{commit: commitCID, rev: rev, data: imp.data}); err != nil {
-		return nil, err
-	}
-	c := &Commit{
-		DID:         r.did,
-		CID:         commitCID,
-		Rev:         rev,
-		Data:        imp.data,
-		Blobs:       imp.blobs,
-		CommitBlock: bytes.Clone(commitData),
-		Sync:        true,
-		RecordBlobs: recBlobs,
-		ImportedRev: imp.rev,
-	}
-	c.CAR = c.SyncCAR()
-	return c, nil
+	return out, nil
 }

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -44,19 +45,32 @@ type peakSampler struct {
 	peak int64
 }
 
-func startPeakSampler() *peakSampler {
+func startPeakSampler() *peakSampler { return startSampler(nil) }
+
+// startSampler is startPeakSampler that also passes a line of RssAnon and
+// Go heap figures to timeline every 250 ms, if timeline is set.
+func startSampler(timeline func(string)) *peakSampler {
 	p := &peakSampler{stop: make(chan struct{}), peak: rssAnon()}
 	p.done.Add(1)
 	go func() {
 		defer p.done.Done()
 		t := time.NewTicker(5 * time.Millisecond)
 		defer t.Stop()
+		start := time.Now()
+		next := start
 		for {
 			select {
 			case <-p.stop:
 				return
-			case <-t.C:
+			case now := <-t.C:
 				p.peak = max(p.peak, rssAnon())
+				if timeline != nil && !now.Before(next) {
+					next = next.Add(250 * time.Millisecond)
+					var ms runtime.MemStats
+					runtime.ReadMemStats(&ms)
+					timeline(fmt.Sprintf("%5.2f s  RssAnon %5.1f MB  HeapInuse %5.1f MB  HeapSys %5.1f MB  NumGC %d",
+						now.Sub(start).Seconds(), float64(rssAnon())/mb, float64(ms.HeapInuse)/mb, float64(ms.HeapSys)/mb, ms.NumGC))
+				}
 			}
 		}
 	}()
@@ -75,6 +89,7 @@ func (p *peakSampler) Stop() int64 {
 // head. It reports the import time, the peak RssAnon of the process during
 // the import (peak-RssAnon-MB) and its growth over the level before it
 // (delta-RssAnon-MB). Goal: under 10 s and 100 MB private memory.
+// PDS_BENCH_TIMELINE=1 logs RssAnon and the Go heap every 250 ms.
 func BenchmarkImportCAR100k(b *testing.B) {
 	benchImport(b, 0)
 }
@@ -107,6 +122,8 @@ func benchImport(b *testing.B, benchMmap int) {
 	src.db.Close()
 	b.ReportMetric(float64(carBytes)/mb, "car-MB")
 	var peak, delta int64
+	// The fixture and its export are setup, not the import.
+	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		b.StopTimer()
 		db, err := bolt.Open(filepath.Join(b.TempDir(), "dst.db"), 0o600, &bolt.Options{Timeout: time.Second, FreelistType: bolt.FreelistMapType, InitialMmapSize: benchMmap})
@@ -128,7 +145,11 @@ func benchImport(b *testing.B, benchMmap int) {
 		runtime.GC()
 		debug.FreeOSMemory()
 		base := rssAnon()
-		sampler := startPeakSampler()
+		var timeline func(string)
+		if os.Getenv("PDS_BENCH_TIMELINE") != "" {
+			timeline = func(l string) { b.Log(l) }
+		}
+		sampler := startSampler(timeline)
 		b.StartTimer()
 		c, err := dst.ImportCAR(context.Background(), bufio.NewReaderSize(rd, 64<<10), pub, ImportOptions{})
 		b.StopTimer()

@@ -170,6 +170,11 @@ func Open(db *bolt.DB, did syntax.DID, signer atcrypto.PrivateKey, opts Options)
 		if err := createBuckets(tx); err != nil {
 			return err
 		}
+		// An import that did not finish (a crash) left its staging area:
+		// the repository is the one from before it.
+		if err := dropImport(tx); err != nil {
+			return err
+		}
 		m := tx.Bucket(bucketMeta)
 		stored := m.Get(metaDID)
 		if stored == nil {

@@ -68,7 +68,7 @@ func HeadSyncTx(tx *bolt.Tx) (rev string, car []byte, err error) {
 // DestroyTx deletes the whole repository inside the caller's transaction
 // (account deletion); see Destroy.
 func DestroyTx(tx *bolt.Tx) error {
-	for _, b := range [][]byte{bucketBlocks, bucketRecords, bucketMeta, bucketRecent} {
+	for _, b := range [][]byte{bucketBlocks, bucketRecords, bucketMeta, bucketRecent, bucketImport} {
 		if err := tx.DeleteBucket(b); err != nil && !errors.Is(err, bolterrors.ErrBucketNotFound) {
 			return err
 		}

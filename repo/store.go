@@ -16,6 +16,7 @@ import (
 //	blocks      CID bytes        → rev (13 bytes) | refcount (uint32 BE) | block bytes
 //	records     collection/rkey  → record CID bytes
 //	repo_meta   "did", "commit", "rev", "data"
+//	repo_import the staging area of an import in progress (import_write.go)
 //
 // Only blocks reachable from the head commit are kept. MST nodes and commits
 // are unique by content; record blocks may be shared by several paths, hence
@@ -155,7 +156,7 @@ func writeHead(tx *bolt.Tx, h *head) error {
 // remains of an account creation that did not complete.
 func Destroy(db *bolt.DB) error {
 	return db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bucketBlocks, bucketRecords, bucketMeta, bucketRecent} {
+		for _, b := range [][]byte{bucketBlocks, bucketRecords, bucketMeta, bucketRecent, bucketImport} {
 			if err := tx.DeleteBucket(b); err != nil && !errors.Is(err, bolterrors.ErrBucketNotFound) {
 				return err
 			}

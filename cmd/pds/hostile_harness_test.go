@@ -90,7 +90,7 @@ func TestHostileServerProcess(t *testing.T) {
 		os.Exit(0)
 	}()
 	ctx := context.Background()
-	go trimLoop(ctx, a, 2*time.Second)
+	go releaseIdleMemory(ctx, 2*time.Second)
 	srv := newHTTPServer(a.handler, log)
 	fail(srv.Serve(limitListener(ln, cfg)))
 }

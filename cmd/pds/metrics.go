@@ -57,6 +57,8 @@ func newMetrics(a *app) *metrics {
 			func() float64 { return float64(a.events.LastSeq()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "pds_firehose_subscribers", Help: "Consumers following the live firehose."},
 			func() float64 { return float64(a.events.Subscribers()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "pds_firehose_sent_bytes_total", Help: "Bytes of event frames sent to firehose consumers (replay and live)."},
+			func() float64 { return float64(a.events.BytesSent()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "pds_bbolt_size_bytes", Help: "Size of the bbolt database file."},
 			func() float64 {
 				var n int64

@@ -22,12 +22,15 @@ func (a *app) withOps(next http.Handler) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("GET "+opsPrefix+"backup", a.requireAdmin(http.HandlerFunc(a.serveBackup)))
 	mux.Handle("GET "+opsPrefix+"status", a.requireAdmin(http.HandlerFunc(a.serveStatusJSON)))
-	mux.Handle("GET /{$}", http.HandlerFunc(a.serveStatusPage))
+	// The status page is the operator's: it names what is wrong with the
+	// host (disk free, relay state, DNS) and each check reaches the
+	// network. Visitors get the reference PDS's plain banner at / (api).
+	mux.Handle("GET "+opsPrefix+"{$}", a.requireAdmin(http.HandlerFunc(a.serveStatusPage)))
 	if a.metrics != nil && a.cfg.Metrics {
 		mux.Handle("GET /metrics", a.requireAdmin(a.metrics.handler()))
 	}
 	h := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if strings.HasPrefix(r.URL.Path, opsPrefix) || r.URL.Path == "/metrics" || r.URL.Path == "/" {
+		if strings.HasPrefix(r.URL.Path, opsPrefix) || r.URL.Path == "/metrics" {
 			mux.ServeHTTP(w, r)
 			return
 		}

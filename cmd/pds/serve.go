@@ -80,7 +80,7 @@ func serve(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "pds: %v\n", err)
 		return 1
 	}
-	go trimLoop(ctx, a, 2*time.Second)
+	go releaseIdleMemory(ctx, 2*time.Second)
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(limitListener(ln, cfg)) }()
 	select {
@@ -111,21 +111,4 @@ func firstDomain(cfg *config) string {
 		return cfg.ServiceDomains[0]
 	}
 	return "." + cfg.Hostname
-}
-
-// trimLoop keeps the database's mapped pages from accumulating in the
-// resident set (see trimMapping).
-func trimLoop(ctx context.Context, a *app, every time.Duration) {
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			if err := trimMapping(a.db); err != nil {
-				a.log.Debug("trimming the database mapping", "err", err)
-			}
-		}
-	}
 }

@@ -33,7 +33,7 @@ type check struct {
 	Fix     string `json:"fix,omitempty"`
 }
 
-// statusReport is what `pds status` and the page at / show.
+// statusReport is what `pds status` and the page at /_pds/ show.
 type statusReport struct {
 	Generated time.Time `json:"generated"`
 	Hostname  string    `json:"hostname"`

@@ -12,8 +12,8 @@ import (
 	"time"
 )
 
-// statusCacheTTL bounds how often visitors of / make the server probe the
-// network: the page is public, its checks are not free.
+// statusCacheTTL bounds how often reloading the status page makes the
+// server probe the network: its checks are not free.
 const statusCacheTTL = 30 * time.Second
 
 // statusCache runs one status at a time and keeps the last report.
@@ -48,7 +48,7 @@ Overall: <b class="{{.Verdict}}">{{.Verdict}}</b>, checked {{.Generated.Format "
 </body></html>
 `))
 
-// serveStatusPage is the plain HTML page at /.
+// serveStatusPage is the plain HTML status page at /_pds/ (admin).
 func (a *app) serveStatusPage(w http.ResponseWriter, r *http.Request) {
 	rep := a.cachedStatus(r)
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")

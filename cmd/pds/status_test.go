@@ -164,6 +164,8 @@ func TestStatusPageAndCLI(t *testing.T) {
 	s := startServer(t, nil)
 	s.createAccount(t)
 	s.app.probe.Timeout = 200 * time.Millisecond
+	// A visitor at / gets the reference's plain banner, and makes the
+	// server probe nothing.
 	resp, err := http.Get(s.URL + "/")
 	if err != nil {
 		t.Fatal(err)
@@ -171,10 +173,36 @@ func TestStatusPageAndCLI(t *testing.T) {
 	var body bytes.Buffer
 	_, _ = body.ReadFrom(resp.Body)
 	resp.Body.Close()
-	page := body.String()
-	if resp.StatusCode != 200 || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/html") ||
-		!strings.Contains(page, "alice.test") || !strings.Contains(page, "did-document") || strings.Contains(page, "<script") {
-		t.Fatalf("status page: %d %s\n%s", resp.StatusCode, resp.Header.Get("Content-Type"), page)
+	banner := body.String()
+	if resp.StatusCode != 200 || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/plain") ||
+		!strings.Contains(banner, "AT Protocol Personal Data Server") || strings.Contains(banner, "did-document") || strings.Contains(banner, "disk") {
+		t.Fatalf("/: %d %s\n%s", resp.StatusCode, resp.Header.Get("Content-Type"), banner)
+	}
+	s.app.statusCache.mu.Lock()
+	probed := s.app.statusCache.last != nil
+	s.app.statusCache.mu.Unlock()
+	if probed {
+		t.Fatal("a visit to / ran the status checks")
+	}
+	// The operator's page at /_pds/ needs the admin password; a browser
+	// is asked for it.
+	for _, pass := range []string{"", "wrong"} {
+		req, _ := http.NewRequest("GET", s.URL+opsPrefix, nil)
+		if pass != "" {
+			req.SetBasicAuth("admin", pass)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 401 || !strings.HasPrefix(resp.Header.Get("WWW-Authenticate"), "Basic") {
+			t.Fatalf("status page with password %q: %d, WWW-Authenticate %q", pass, resp.StatusCode, resp.Header.Get("WWW-Authenticate"))
+		}
+	}
+	st, page := scrape(t, s.URL+opsPrefix, "admin", "admin-secret")
+	if st != 200 || !strings.Contains(page, "alice.test") || !strings.Contains(page, "did-document") || strings.Contains(page, "<script") {
+		t.Fatalf("status page: %d\n%s", st, page)
 	}
 	if st, _ := scrape(t, s.URL+opsPrefix+"status", "", ""); st != 401 {
 		t.Fatalf("status JSON without the password: %d", st)
