@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"errors"
 	"net/http"
 	"slices"
@@ -28,10 +29,18 @@ func newAdminAPI(s *server, email *account.Email) *adminAPI {
 
 var errAccountNotFound = xerr(http.StatusBadRequest, "NotFound", "Account not found")
 
+// withEmail is h on a server with email flows, and 501 on one without.
+func (a *adminAPI) withEmail(h http.HandlerFunc) http.HandlerFunc {
+	if a.email != nil {
+		return h
+	}
+	return func(w http.ResponseWriter, r *http.Request) { writeError(w, r, a.s.log, errNoEmailFlows) }
+}
+
 // account returns the account if did (or a handle, where the lexicon allows
 // one) names it.
-func (a *adminAPI) account(r *http.Request, ident string) (*account.Account, error) {
-	acct, err := a.s.accounts.Account(r.Context())
+func (a *adminAPI) account(ctx context.Context, ident string) (*account.Account, error) {
+	acct, err := a.s.accounts.Account(ctx)
 	if err != nil {
 		return nil, errAccountNotFound
 	}
@@ -45,52 +54,66 @@ func (a *adminAPI) account(r *http.Request, ident string) (*account.Account, err
 	return acct, nil
 }
 
-// accountView is com.atproto.admin.defs#accountView of the account.
-func (a *adminAPI) accountView(acct *account.Account) map[string]any {
-	v := map[string]any{
-		"did":       acct.DID.String(),
-		"handle":    acct.Handle.String(),
-		"indexedAt": acct.CreatedAt.UTC().Format(time.RFC3339Nano),
-	}
-	if acct.Email != "" {
-		v["email"] = acct.Email
+// accountView is com.atproto.admin.defs#accountView.
+type accountView struct {
+	DID              string `json:"did"`
+	Handle           string `json:"handle"`
+	Email            string `json:"email,omitempty"`
+	IndexedAt        string `json:"indexedAt"`
+	EmailConfirmedAt string `json:"emailConfirmedAt,omitempty"`
+	InvitesDisabled  bool   `json:"invitesDisabled"`
+	InviteNote       string `json:"inviteNote,omitempty"`
+	Invites          []any  `json:"invites"`
+}
+
+func (a *adminAPI) accountView(acct *account.Account) *accountView {
+	v := &accountView{
+		DID:       acct.DID.String(),
+		Handle:    acct.Handle.String(),
+		Email:     acct.Email,
+		IndexedAt: acct.CreatedAt.UTC().Format(time.RFC3339Nano),
+		Invites:   []any{},
 	}
 	if !acct.EmailConfirmedAt.IsZero() {
-		v["emailConfirmedAt"] = acct.EmailConfirmedAt.UTC().Format(time.RFC3339Nano)
+		v.EmailConfirmedAt = acct.EmailConfirmedAt.UTC().Format(time.RFC3339Nano)
 	}
-	disabled, note := a.s.accounts.InvitesDisabled()
-	v["invitesDisabled"] = disabled
-	if note != "" {
-		v["inviteNote"] = note
-	}
-	v["invites"] = []any{}
+	v.InvitesDisabled, v.InviteNote = a.s.accounts.InvitesDisabled()
 	return v
 }
 
-func (a *adminAPI) getAccountInfo(w http.ResponseWriter, r *http.Request) {
-	acct, err := a.account(r, r.URL.Query().Get("did"))
+type getAccountInfoParams struct {
+	DID string `query:"did"`
+}
+
+func (a *adminAPI) getAccountInfo(ctx context.Context, p *getAccountInfoParams) (*accountView, error) {
+	acct, err := a.account(ctx, p.DID)
 	if err != nil {
-		writeError(w, r, a.s.log, err)
-		return
+		return nil, err
 	}
-	writeJSON(w, http.StatusOK, a.accountView(acct))
+	return a.accountView(acct), nil
 }
 
 // maxAccountInfos bounds the dids of getAccountInfos.
 const maxAccountInfos = 100
 
-func (a *adminAPI) getAccountInfos(w http.ResponseWriter, r *http.Request) {
-	dids := r.URL.Query()["dids"]
-	if len(dids) == 0 || len(dids) > maxAccountInfos {
-		writeError(w, r, a.s.log, invalidRequest("dids: 1 to %d DIDs", maxAccountInfos))
-		return
+type getAccountInfosParams struct {
+	DIDs []string `query:"dids"`
+}
+
+type getAccountInfosOutput struct {
+	Infos []*accountView `json:"infos"`
+}
+
+func (a *adminAPI) getAccountInfos(ctx context.Context, p *getAccountInfosParams) (*getAccountInfosOutput, error) {
+	if len(p.DIDs) == 0 || len(p.DIDs) > maxAccountInfos {
+		return nil, invalidRequest("dids: 1 to %d DIDs", maxAccountInfos)
 	}
-	infos := []any{}
-	acct, err := a.s.accounts.Account(r.Context())
-	if err == nil && slices.Contains(dids, acct.DID.String()) {
-		infos = append(infos, a.accountView(acct))
+	out := &getAccountInfosOutput{Infos: []*accountView{}}
+	acct, err := a.s.accounts.Account(ctx)
+	if err == nil && slices.Contains(p.DIDs, acct.DID.String()) {
+		out.Infos = append(out.Infos, a.accountView(acct))
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"infos": infos})
+	return out, nil
 }
 
 type adminPasswordInput struct {
@@ -100,21 +123,11 @@ type adminPasswordInput struct {
 
 // updateAccountPassword sets the password; every session ends, as with a
 // reset.
-func (a *adminAPI) updateAccountPassword(w http.ResponseWriter, r *http.Request) {
-	var in adminPasswordInput
-	if err := decodeJSON(w, r, maxJSONBody, &in); err != nil {
-		writeError(w, r, a.s.log, err)
-		return
+func (a *adminAPI) updateAccountPassword(ctx context.Context, in *adminPasswordInput) (*noOutput, error) {
+	if _, err := a.account(ctx, in.DID); err != nil {
+		return nil, err
 	}
-	if _, err := a.account(r, in.DID); err != nil {
-		writeError(w, r, a.s.log, err)
-		return
-	}
-	if err := a.s.accounts.SetPassword(r.Context(), in.Password); err != nil {
-		writeError(w, r, a.s.log, err)
-		return
-	}
-	w.WriteHeader(http.StatusOK)
+	return nil, a.s.accounts.SetPassword(ctx, in.Password)
 }
 
 type adminEmailInput struct {
@@ -122,25 +135,11 @@ type adminEmailInput struct {
 	Email   string `json:"email"`
 }
 
-func (a *adminAPI) updateAccountEmail(w http.ResponseWriter, r *http.Request) {
-	if a.email == nil {
-		writeError(w, r, a.s.log, errNoEmailFlows)
-		return
+func (a *adminAPI) updateAccountEmail(ctx context.Context, in *adminEmailInput) (*noOutput, error) {
+	if _, err := a.account(ctx, in.Account); err != nil {
+		return nil, err
 	}
-	var in adminEmailInput
-	if err := decodeJSON(w, r, maxJSONBody, &in); err != nil {
-		writeError(w, r, a.s.log, err)
-		return
-	}
-	if _, err := a.account(r, in.Account); err != nil {
-		writeError(w, r, a.s.log, err)
-		return
-	}
-	if err := a.email.AdminSetEmail(r.Context(), in.Email); err != nil {
-		writeError(w, r, a.s.log, err)
-		return
-	}
-	w.WriteHeader(http.StatusOK)
+	return nil, a.email.AdminSetEmail(ctx, in.Email)
 }
 
 type adminHandleInput struct {
@@ -151,25 +150,15 @@ type adminHandleInput struct {
 // updateAccountHandle changes the handle as updateHandle does (PLC
 // operation for did:plc, then the handle and its #identity event in one
 // transaction).
-func (a *adminAPI) updateAccountHandle(w http.ResponseWriter, r *http.Request) {
-	var in adminHandleInput
-	if err := decodeJSON(w, r, maxJSONBody, &in); err != nil {
-		writeError(w, r, a.s.log, err)
-		return
-	}
-	if _, err := a.account(r, in.DID); err != nil {
-		writeError(w, r, a.s.log, err)
-		return
+func (a *adminAPI) updateAccountHandle(ctx context.Context, in *adminHandleInput) (*noOutput, error) {
+	if _, err := a.account(ctx, in.DID); err != nil {
+		return nil, err
 	}
 	if _, err := syntax.ParseHandle(in.Handle); err != nil {
-		writeError(w, r, a.s.log, xerr(http.StatusBadRequest, "InvalidHandle", "Invalid handle"))
-		return
+		return nil, xerr(http.StatusBadRequest, "InvalidHandle", "Invalid handle")
 	}
-	if _, err := a.s.accounts.UpdateHandle(r.Context(), in.Handle); err != nil {
-		writeError(w, r, a.s.log, err)
-		return
-	}
-	w.WriteHeader(http.StatusOK)
+	_, err := a.s.accounts.UpdateHandle(ctx, in.Handle)
+	return nil, err
 }
 
 type sendEmailInput struct {
@@ -180,60 +169,65 @@ type sendEmailInput struct {
 	Comment      string `json:"comment"`
 }
 
+type sendEmailOutput struct {
+	Sent bool `json:"sent"`
+}
+
 // sendEmail queues a message from the operator to the account's address.
 // The content is sent as text (its HTML part escaped): the reference's
 // template takes HTML, which we do not pass through unreviewed.
-func (a *adminAPI) sendEmail(w http.ResponseWriter, r *http.Request) {
-	if a.email == nil {
-		writeError(w, r, a.s.log, errNoEmailFlows)
-		return
-	}
-	var in sendEmailInput
-	if err := decodeJSON(w, r, maxJSONBody, &in); err != nil {
-		writeError(w, r, a.s.log, err)
-		return
-	}
+func (a *adminAPI) sendEmail(ctx context.Context, in *sendEmailInput) (*sendEmailOutput, error) {
 	if in.Content == "" || in.SenderDID == "" {
-		writeError(w, r, a.s.log, invalidRequest("content and senderDid are required"))
-		return
+		return nil, invalidRequest("content and senderDid are required")
 	}
-	if _, err := a.account(r, in.RecipientDID); err != nil {
-		writeError(w, r, a.s.log, err)
-		return
+	if _, err := a.account(ctx, in.RecipientDID); err != nil {
+		return nil, err
 	}
 	subject := in.Subject
 	if subject == "" {
 		subject = "Message from " + a.s.cfg.Hostname
 	}
-	if err := a.email.SendToAccount(r.Context(), subject, in.Content); err != nil {
-		writeError(w, r, a.s.log, err)
-		return
+	if err := a.email.SendToAccount(ctx, subject, in.Content); err != nil {
+		return nil, err
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"sent": true})
+	return &sendEmailOutput{Sent: true}, nil
+}
+
+// inviteCode is com.atproto.server.defs#inviteCode.
+type inviteCode struct {
+	Code       string `json:"code"`
+	Available  int    `json:"available"`
+	Disabled   bool   `json:"disabled"`
+	ForAccount string `json:"forAccount"`
+	CreatedBy  string `json:"createdBy"`
+	CreatedAt  string `json:"createdAt"`
+	Uses       []any  `json:"uses"`
+}
+
+type getInviteCodesOutput struct {
+	Codes []inviteCode `json:"codes"`
 }
 
 // getInviteCodes lists the server's invite code with its one possible use.
-func (a *adminAPI) getInviteCodes(w http.ResponseWriter, r *http.Request) {
+func (a *adminAPI) getInviteCodes(ctx context.Context, _ *noParams) (*getInviteCodesOutput, error) {
 	info, err := a.s.accounts.InviteCodeInfo()
 	if err != nil {
-		writeError(w, r, a.s.log, err)
-		return
+		return nil, err
 	}
-	code := map[string]any{
-		"code":       info.Code,
-		"available":  1,
-		"disabled":   false,
-		"forAccount": "admin",
-		"createdBy":  "admin",
-		"createdAt":  info.CreatedAt.Format(time.RFC3339Nano),
-		"uses":       []any{},
+	code := inviteCode{
+		Code:       info.Code,
+		Available:  1,
+		ForAccount: "admin",
+		CreatedBy:  "admin",
+		CreatedAt:  info.CreatedAt.Format(time.RFC3339Nano),
+		Uses:       []any{},
 	}
-	if acct, err := a.s.accounts.Account(r.Context()); err == nil {
+	if acct, err := a.s.accounts.Account(ctx); err == nil {
 		// The one account exists: the code admits no one else.
-		code["available"] = 0
-		code["uses"] = []any{map[string]any{"usedBy": acct.DID.String(), "usedAt": acct.CreatedAt.UTC().Format(time.RFC3339Nano)}}
+		code.Available = 0
+		code.Uses = []any{map[string]any{"usedBy": acct.DID.String(), "usedAt": acct.CreatedAt.UTC().Format(time.RFC3339Nano)}}
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"codes": []any{code}})
+	return &getInviteCodesOutput{Codes: []inviteCode{code}}, nil
 }
 
 type disableInviteCodesInput struct {
@@ -244,27 +238,19 @@ type disableInviteCodesInput struct {
 // maxDisableCodes bounds the lists of disableInviteCodes.
 const maxDisableCodes = 1000
 
-func (a *adminAPI) disableInviteCodes(w http.ResponseWriter, r *http.Request) {
-	var in disableInviteCodesInput
-	if err := decodeJSON(w, r, maxJSONBody, &in); err != nil {
-		writeError(w, r, a.s.log, err)
-		return
-	}
+func (a *adminAPI) disableInviteCodes(_ context.Context, in *disableInviteCodesInput) (*noOutput, error) {
 	if len(in.Codes) > maxDisableCodes || len(in.Accounts) > maxDisableCodes {
-		writeError(w, r, a.s.log, invalidRequest("at most %d codes and accounts", maxDisableCodes))
-		return
+		return nil, invalidRequest("at most %d codes and accounts", maxDisableCodes)
 	}
 	if slices.Contains(in.Accounts, "admin") {
-		writeError(w, r, a.s.log, invalidRequest("cannot disable admin invite codes"))
-		return
+		return nil, invalidRequest("cannot disable admin invite codes")
 	}
 	for _, c := range in.Codes {
 		if _, err := a.s.accounts.DisableInviteCode(c); err != nil {
-			writeError(w, r, a.s.log, err)
-			return
+			return nil, err
 		}
 	}
-	w.WriteHeader(http.StatusOK)
+	return nil, nil
 }
 
 type accountInvitesInput struct {
@@ -272,26 +258,17 @@ type accountInvitesInput struct {
 	Note    string `json:"note"`
 }
 
-func (a *adminAPI) setAccountInvites(disabled bool) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
-		var in accountInvitesInput
-		if err := decodeJSON(w, r, maxJSONBody, &in); err != nil {
-			writeError(w, r, a.s.log, err)
-			return
-		}
-		if _, err := a.account(r, in.Account); err != nil {
-			writeError(w, r, a.s.log, err)
-			return
+// setAccountInvites is disableAccountInvites (disabled) or
+// enableAccountInvites.
+func (a *adminAPI) setAccountInvites(disabled bool) func(context.Context, *accountInvitesInput) (*noOutput, error) {
+	return func(ctx context.Context, in *accountInvitesInput) (*noOutput, error) {
+		if _, err := a.account(ctx, in.Account); err != nil {
+			return nil, err
 		}
 		if len(in.Note) > 10_000 {
-			writeError(w, r, a.s.log, invalidRequest("note is too long"))
-			return
+			return nil, invalidRequest("note is too long")
 		}
-		if err := a.s.accounts.SetInvitesDisabled(disabled, in.Note); err != nil {
-			writeError(w, r, a.s.log, err)
-			return
-		}
-		w.WriteHeader(http.StatusOK)
+		return nil, a.s.accounts.SetInvitesDisabled(disabled, in.Note)
 	}
 }
 
@@ -346,26 +323,21 @@ func (a *adminAPI) issueEmailTokens(w http.ResponseWriter, r *http.Request) {
 // com.atproto.server.deleteAccount (#account status deleted on the
 // firehose). A DID other than the account's, or no account, is
 // errAccountNotFound.
-func (a *adminAPI) deleteAccount(w http.ResponseWriter, r *http.Request) {
-	var in struct {
-		DID string `json:"did"`
-	}
-	if err := decodeJSON(w, r, maxJSONBody, &in); err != nil {
-		writeError(w, r, a.s.log, err)
-		return
-	}
+func (a *adminAPI) deleteAccount(ctx context.Context, in *adminDeleteAccountInput) (*noOutput, error) {
 	did, err := syntax.ParseDID(strings.TrimSpace(in.DID))
 	if err != nil {
-		writeError(w, r, a.s.log, invalidRequest("did: a DID is required"))
-		return
+		return nil, invalidRequest("did: a DID is required")
 	}
-	if err := a.s.accounts.AdminDelete(r.Context(), did); err != nil {
+	if err := a.s.accounts.AdminDelete(ctx, did); err != nil {
 		if errors.Is(err, account.ErrWrongDID) || errors.Is(err, account.ErrNoAccount) {
 			err = errAccountNotFound
 		}
-		writeError(w, r, a.s.log, err)
-		return
+		return nil, err
 	}
 	a.s.log.Info("account deleted by the operator", "did", did.String())
-	w.WriteHeader(http.StatusOK)
+	return nil, nil
+}
+
+type adminDeleteAccountInput struct {
+	DID string `json:"did"`
 }

@@ -15,11 +15,11 @@ func hasBasicAuth(r *http.Request) bool {
 // address's budget (adminAttempts per 5 minutes); 429 beyond. Call it for
 // every request carrying Basic credentials, before anything else answers.
 func (s *server) limitAdmin(w http.ResponseWriter, r *http.Request) error {
-	return rateLimit(w, limitCheck{s.adminLimit, s.addrKey(r)})
+	return rateLimit(w.Header(), limitCheck{s.adminLimit, s.addrKey(r)})
 }
 
 // limitCreateAdmin is limitAdmin for createAccount, with its own tighter
 // budget (createAdminAttempts).
-func (s *server) limitCreateAdmin(w http.ResponseWriter, r *http.Request) error {
-	return rateLimit(w, limitCheck{s.createAdminLimit, s.addrKey(r)})
+func (s *server) limitCreateAdmin(h http.Header, r *http.Request) error {
+	return rateLimit(h, limitCheck{s.createAdminLimit, s.addrKey(r)})
 }

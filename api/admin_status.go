@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"encoding/json"
 	"net/http"
 
@@ -39,88 +40,85 @@ type updateSubjectStatusInput struct {
 	Deactivated *statusAttr     `json:"deactivated"`
 }
 
-func (a *adminAPI) updateSubjectStatus(w http.ResponseWriter, r *http.Request) {
-	var in updateSubjectStatusInput
-	if err := decodeJSON(w, r, maxJSONBody, &in); err != nil {
-		writeError(w, r, a.s.log, err)
-		return
-	}
+// subjectStatusOutput is the answer of updateSubjectStatus and
+// getSubjectStatus.
+type subjectStatusOutput struct {
+	Subject     any         `json:"subject"`
+	Takedown    *statusAttr `json:"takedown,omitempty"`
+	Deactivated *statusAttr `json:"deactivated,omitempty"`
+}
+
+func (a *adminAPI) updateSubjectStatus(ctx context.Context, in *updateSubjectStatusInput) (*subjectStatusOutput, error) {
 	var sub subjectInput
 	if len(in.Subject) == 0 || json.Unmarshal(in.Subject, &sub) != nil {
-		writeError(w, r, a.s.log, invalidRequest("subject is required"))
-		return
+		return nil, invalidRequest("subject is required")
 	}
 	if in.Takedown != nil && len(in.Takedown.Ref) > account.MaxTakedownRef {
-		writeError(w, r, a.s.log, invalidRequest("takedown ref is too long"))
-		return
+		return nil, invalidRequest("takedown ref is too long")
 	}
 	if in.Deactivated != nil {
 		// The reference does not act on it either ("not implemented").
-		writeError(w, r, a.s.log, invalidRequest("the deactivated attribute is not supported; the account deactivates itself"))
-		return
+		return nil, invalidRequest("the deactivated attribute is not supported; the account deactivates itself")
 	}
-	ctx := r.Context()
-	out := map[string]any{"subject": in.Subject}
-	err := func() error {
-		switch sub.Type {
-		case typeRepoRef:
-			if _, err := a.account(r, sub.DID); err != nil {
-				return err
-			}
-			if in.Takedown == nil {
-				return nil
-			}
-			if in.Takedown.Applied {
-				if err := a.s.accounts.SetAccountTakedownRef(in.Takedown.Ref); err != nil {
-					return err
-				}
-				if err := a.s.accounts.Takedown(ctx); err != nil {
-					return err
-				}
-				// As the reference: the account's sessions end.
-				return a.s.auth.RevokeAllSessions(ctx)
-			}
-			if err := a.s.accounts.ReverseTakedown(ctx); err != nil {
-				return err
-			}
-			return a.s.accounts.SetAccountTakedownRef("")
-		case typeStrongRef:
-			uri, err := a.recordURI(r, sub.URI)
-			if err != nil {
-				return err
-			}
-			if in.Takedown == nil {
-				return nil
-			}
-			return a.s.accounts.SetRecordTakedown(uri, account.SubjectStatus{Applied: in.Takedown.Applied, Ref: in.Takedown.Ref, CID: sub.CID})
-		case typeRepoBlobRef:
-			if _, err := a.account(r, sub.DID); err != nil {
-				return err
-			}
-			c, err := cid.Decode(sub.CID)
-			if err != nil {
-				return invalidRequest("invalid blob cid")
-			}
-			if in.Takedown == nil {
-				return nil
-			}
-			return a.s.accounts.SetBlobTakedown(c.String(), account.SubjectStatus{Applied: in.Takedown.Applied, Ref: in.Takedown.Ref})
-		default:
-			return invalidRequest("Invalid subject")
+	if err := a.applySubjectStatus(ctx, &sub, in.Takedown); err != nil {
+		return nil, err
+	}
+	return &subjectStatusOutput{Subject: in.Subject, Takedown: in.Takedown}, nil
+}
+
+// applySubjectStatus checks the subject and applies a takedown (or its
+// reversal) to it; a nil takedown changes nothing.
+func (a *adminAPI) applySubjectStatus(ctx context.Context, sub *subjectInput, takedown *statusAttr) error {
+	switch sub.Type {
+	case typeRepoRef:
+		if _, err := a.account(ctx, sub.DID); err != nil {
+			return err
 		}
-	}()
-	if err != nil {
-		writeError(w, r, a.s.log, err)
-		return
+		if takedown == nil {
+			return nil
+		}
+		if takedown.Applied {
+			if err := a.s.accounts.SetAccountTakedownRef(takedown.Ref); err != nil {
+				return err
+			}
+			if err := a.s.accounts.Takedown(ctx); err != nil {
+				return err
+			}
+			// As the reference: the account's sessions end.
+			return a.s.auth.RevokeAllSessions(ctx)
+		}
+		if err := a.s.accounts.ReverseTakedown(ctx); err != nil {
+			return err
+		}
+		return a.s.accounts.SetAccountTakedownRef("")
+	case typeStrongRef:
+		uri, err := a.recordURI(ctx, sub.URI)
+		if err != nil {
+			return err
+		}
+		if takedown == nil {
+			return nil
+		}
+		return a.s.accounts.SetRecordTakedown(uri, account.SubjectStatus{Applied: takedown.Applied, Ref: takedown.Ref, CID: sub.CID})
+	case typeRepoBlobRef:
+		if _, err := a.account(ctx, sub.DID); err != nil {
+			return err
+		}
+		c, err := cid.Decode(sub.CID)
+		if err != nil {
+			return invalidRequest("invalid blob cid")
+		}
+		if takedown == nil {
+			return nil
+		}
+		return a.s.accounts.SetBlobTakedown(c.String(), account.SubjectStatus{Applied: takedown.Applied, Ref: takedown.Ref})
+	default:
+		return invalidRequest("Invalid subject")
 	}
-	if in.Takedown != nil {
-		out["takedown"] = in.Takedown
-	}
-	writeJSON(w, http.StatusOK, out)
 }
 
 // recordURI checks that raw is an at:// URI of a record of the account.
-func (a *adminAPI) recordURI(r *http.Request, raw string) (string, error) {
+func (a *adminAPI) recordURI(ctx context.Context, raw string) (string, error) {
 	u, err := syntax.ParseATURI(raw)
 	if err != nil || u.RecordKey() == "" || u.Collection() == "" {
 		return "", invalidRequest("invalid record uri")
@@ -129,72 +127,68 @@ func (a *adminAPI) recordURI(r *http.Request, raw string) (string, error) {
 	if err != nil {
 		return "", invalidRequest("the record uri must name a DID")
 	}
-	if _, err := a.account(r, did.String()); err != nil {
+	if _, err := a.account(ctx, did.String()); err != nil {
 		return "", err
 	}
 	return "at://" + did.String() + "/" + u.Collection().String() + "/" + u.RecordKey().String(), nil
 }
 
-func (a *adminAPI) getSubjectStatus(w http.ResponseWriter, r *http.Request) {
-	q := r.URL.Query()
-	ctx := r.Context()
-	err := func() error {
-		switch {
-		case q.Get("blob") != "":
-			acct, err := a.account(r, q.Get("did"))
-			if err != nil {
-				return err
-			}
-			c, err := cid.Decode(q.Get("blob"))
-			if err != nil {
-				return invalidRequest("invalid blob cid")
-			}
-			st := a.s.accounts.BlobTakedown(c.String())
-			writeJSON(w, http.StatusOK, map[string]any{
-				"subject":  map[string]any{"$type": typeRepoBlobRef, "did": acct.DID.String(), "cid": c.String()},
-				"takedown": statusAttr{Applied: st.Applied, Ref: st.Ref},
-			})
-			return nil
-		case q.Get("uri") != "":
-			uri, err := a.recordURI(r, q.Get("uri"))
-			if err != nil {
-				return err
-			}
-			st := a.s.accounts.RecordTakedown(uri)
-			sub := map[string]any{"$type": typeStrongRef, "uri": uri}
-			if cidStr := a.recordCID(uri); cidStr != "" {
-				sub["cid"] = cidStr
-			} else if st.CID != "" {
-				sub["cid"] = st.CID
-			} else {
-				return xerr(http.StatusBadRequest, "NotFound", "Subject not found")
-			}
-			writeJSON(w, http.StatusOK, map[string]any{"subject": sub, "takedown": statusAttr{Applied: st.Applied, Ref: st.Ref}})
-			return nil
-		case q.Get("did") != "":
-			acct, err := a.account(r, q.Get("did"))
-			if err != nil {
-				return err
-			}
-			st, err := a.s.accounts.Status(ctx)
-			if err != nil {
-				return err
-			}
-			out := map[string]any{
-				"subject":  map[string]any{"$type": typeRepoRef, "did": acct.DID.String()},
-				"takedown": statusAttr{Applied: st == account.StatusTakendown, Ref: a.s.accounts.AccountTakedownRef()},
-			}
-			if st == account.StatusDeactivated {
-				out["deactivated"] = statusAttr{Applied: true}
-			}
-			writeJSON(w, http.StatusOK, out)
-			return nil
-		default:
-			return invalidRequest("No provided subject")
+type getSubjectStatusParams struct {
+	DID  string `query:"did"`
+	URI  string `query:"uri"`
+	Blob string `query:"blob"`
+}
+
+func (a *adminAPI) getSubjectStatus(ctx context.Context, p *getSubjectStatusParams) (*subjectStatusOutput, error) {
+	switch {
+	case p.Blob != "":
+		acct, err := a.account(ctx, p.DID)
+		if err != nil {
+			return nil, err
 		}
-	}()
-	if err != nil {
-		writeError(w, r, a.s.log, err)
+		c, err := cid.Decode(p.Blob)
+		if err != nil {
+			return nil, invalidRequest("invalid blob cid")
+		}
+		st := a.s.accounts.BlobTakedown(c.String())
+		return &subjectStatusOutput{
+			Subject:  map[string]any{"$type": typeRepoBlobRef, "did": acct.DID.String(), "cid": c.String()},
+			Takedown: &statusAttr{Applied: st.Applied, Ref: st.Ref},
+		}, nil
+	case p.URI != "":
+		uri, err := a.recordURI(ctx, p.URI)
+		if err != nil {
+			return nil, err
+		}
+		st := a.s.accounts.RecordTakedown(uri)
+		sub := map[string]any{"$type": typeStrongRef, "uri": uri}
+		if cidStr := a.recordCID(uri); cidStr != "" {
+			sub["cid"] = cidStr
+		} else if st.CID != "" {
+			sub["cid"] = st.CID
+		} else {
+			return nil, xerr(http.StatusBadRequest, "NotFound", "Subject not found")
+		}
+		return &subjectStatusOutput{Subject: sub, Takedown: &statusAttr{Applied: st.Applied, Ref: st.Ref}}, nil
+	case p.DID != "":
+		acct, err := a.account(ctx, p.DID)
+		if err != nil {
+			return nil, err
+		}
+		st, err := a.s.accounts.Status(ctx)
+		if err != nil {
+			return nil, err
+		}
+		out := &subjectStatusOutput{
+			Subject:  map[string]any{"$type": typeRepoRef, "did": acct.DID.String()},
+			Takedown: &statusAttr{Applied: st == account.StatusTakendown, Ref: a.s.accounts.AccountTakedownRef()},
+		}
+		if st == account.StatusDeactivated {
+			out.Deactivated = &statusAttr{Applied: true}
+		}
+		return out, nil
+	default:
+		return nil, invalidRequest("No provided subject")
 	}
 }
 

@@ -19,7 +19,7 @@ func (s *server) getFeed(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, s.log, invalidRequest("Invalid feed: %s", feed))
 		return
 	}
-	if err := scopedRPC(r, "app.bsky.feed.getFeed", s.proxyAud(r, "app.bsky.feed.getFeed")); err != nil {
+	if err := scopedRPC(r.Context(), "app.bsky.feed.getFeed", s.proxyAud(r, "app.bsky.feed.getFeed")); err != nil {
 		writeError(w, r, s.log, err)
 		return
 	}
@@ -82,7 +82,7 @@ func (s *server) registerPush(w http.ResponseWriter, r *http.Request) {
 	if did.String() == s.cfg.AppView.DID {
 		aud = s.appViewAud()
 	}
-	if err := scopedRPC(r, nsid, aud); err != nil {
+	if err := scopedRPC(r.Context(), nsid, aud); err != nil {
 		writeError(w, r, s.log, err)
 		return
 	}

@@ -77,21 +77,3 @@ func (l *limitedBody) Read(p []byte) (int, error) {
 	l.n -= int64(n)
 	return n, err
 }
-
-// procedure adapts a JSON procedure: decode a body of at most limit bytes
-// into In, run do, answer its output or its error.
-func procedure[In any](s *server, limit int64, do func(*http.Request, *In) (map[string]any, error)) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
-		var in In
-		if err := decodeJSON(w, r, limit, &in); err != nil {
-			writeError(w, r, s.log, err)
-			return
-		}
-		out, err := do(r, &in)
-		if err != nil {
-			writeError(w, r, s.log, err)
-			return
-		}
-		writeJSON(w, http.StatusOK, out)
-	}
-}

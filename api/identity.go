@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"net/http"
 	"strings"
 	"time"
@@ -9,96 +10,99 @@ import (
 	"github.com/pdsbox/pds/identity"
 )
 
-func (s *server) resolveHandle(w http.ResponseWriter, r *http.Request) {
-	raw := r.URL.Query().Get("handle")
-	h, err := syntax.ParseHandle(strings.ToLower(strings.TrimSpace(raw)))
+type resolveHandleParams struct {
+	Handle string `query:"handle"`
+}
+
+type resolveHandleOutput struct {
+	DID string `json:"did"`
+}
+
+var errHandleNotFound = xerr(http.StatusBadRequest, "HandleNotFound", "Unable to resolve handle")
+
+func (s *server) resolveHandle(ctx context.Context, p *resolveHandleParams) (*resolveHandleOutput, error) {
+	h, err := syntax.ParseHandle(strings.ToLower(strings.TrimSpace(p.Handle)))
 	if err != nil {
-		writeError(w, r, s.log, invalidRequest("Invalid handle: %s", raw))
-		return
+		return nil, invalidRequest("Invalid handle: %s", p.Handle)
 	}
 	h = h.Normalize()
-	if acct, err := s.accounts.Account(r.Context()); err == nil && acct.Handle == h {
-		writeJSON(w, http.StatusOK, map[string]string{"did": acct.DID.String()})
-		return
+	if acct, err := s.accounts.Account(ctx); err == nil && acct.Handle == h {
+		return &resolveHandleOutput{DID: acct.DID.String()}, nil
 	}
 	// A name in our own domains that is not the account's is nobody.
-	if identity.HandleAllowed(h, s.cfg.Hostname, s.cfg.AvailableUserDomains) == nil {
-		writeError(w, r, s.log, xerr(http.StatusBadRequest, "HandleNotFound", "Unable to resolve handle"))
-		return
+	if identity.HandleAllowed(h, s.cfg.Hostname, s.cfg.AvailableUserDomains) == nil || s.resolver == nil {
+		return nil, errHandleNotFound
 	}
-	if s.resolver == nil {
-		writeError(w, r, s.log, xerr(http.StatusBadRequest, "HandleNotFound", "Unable to resolve handle"))
-		return
-	}
-	did, err := s.resolver.ResolveHandle(r.Context(), h)
+	did, err := s.resolver.ResolveHandle(ctx, h)
 	if err != nil {
-		writeError(w, r, s.log, xerr(http.StatusBadRequest, "HandleNotFound", "Unable to resolve handle"))
-		return
+		return nil, errHandleNotFound
 	}
-	writeJSON(w, http.StatusOK, map[string]string{"did": did.String()})
+	return &resolveHandleOutput{DID: did.String()}, nil
 }
 
-func (s *server) updateHandle(w http.ResponseWriter, r *http.Request) {
-	var in struct {
-		Handle string `json:"handle"`
-	}
-	if err := decodeJSON(w, r, maxJSONBody, &in); err != nil {
-		writeError(w, r, s.log, err)
-		return
-	}
-	if err := rateLimit(w, limitCheck{s.handleLimit, "handle"}); err != nil {
-		writeError(w, r, s.log, err)
-		return
-	}
-	if _, err := s.accounts.UpdateHandle(r.Context(), in.Handle); err != nil {
-		writeError(w, r, s.log, err)
-		return
-	}
-	w.WriteHeader(http.StatusOK)
+type updateHandleInput struct {
+	Handle string `json:"handle"`
 }
 
-func (s *server) getRecommendedDidCredentials(w http.ResponseWriter, r *http.Request) {
-	acct, err := s.accounts.Account(r.Context())
+func (s *server) updateHandle(ctx context.Context, in *updateHandleInput) (*noOutput, error) {
+	if err := rateLimit(responseHeader(ctx), limitCheck{s.handleLimit, "handle"}); err != nil {
+		return nil, err
+	}
+	_, err := s.accounts.UpdateHandle(ctx, in.Handle)
+	return nil, err
+}
+
+type didCredentials struct {
+	AlsoKnownAs         []string          `json:"alsoKnownAs"`
+	VerificationMethods map[string]string `json:"verificationMethods"`
+	Services            map[string]any    `json:"services"`
+	RotationKeys        []string          `json:"rotationKeys"`
+}
+
+func (s *server) getRecommendedDidCredentials(ctx context.Context, _ *noParams) (*didCredentials, error) {
+	acct, err := s.accounts.Account(ctx)
 	if err != nil {
-		writeError(w, r, s.log, err)
-		return
+		return nil, err
 	}
 	pub, err := s.accounts.PublicKey()
 	if err != nil {
-		writeError(w, r, s.log, err)
-		return
+		return nil, err
 	}
-	out := map[string]any{
-		"alsoKnownAs":         []string{"at://" + acct.Handle.String()},
-		"verificationMethods": map[string]string{"atproto": pub.DIDKey()},
-		"services": map[string]any{"atproto_pds": map[string]string{
+	out := &didCredentials{
+		AlsoKnownAs:         []string{"at://" + acct.Handle.String()},
+		VerificationMethods: map[string]string{"atproto": pub.DIDKey()},
+		Services: map[string]any{"atproto_pds": map[string]string{
 			"type": "AtprotoPersonalDataServer", "endpoint": s.cfg.PublicURL,
 		}},
-		"rotationKeys": []string{},
+		RotationKeys: []string{},
 	}
 	if s.cfg.RotationKey != nil {
-		out["rotationKeys"] = []string{s.cfg.RotationKey.DIDKey()}
+		out.RotationKeys = []string{s.cfg.RotationKey.DIDKey()}
 	}
-	writeJSON(w, http.StatusOK, out)
+	return out, nil
 }
 
-func (s *server) resolveDid(w http.ResponseWriter, r *http.Request) {
-	raw := r.URL.Query().Get("did")
-	did, err := syntax.ParseDID(raw)
+type resolveDidParams struct {
+	DID string `query:"did"`
+}
+
+type resolveDidOutput struct {
+	DIDDoc any `json:"didDoc"`
+}
+
+func (s *server) resolveDid(ctx context.Context, p *resolveDidParams) (*resolveDidOutput, error) {
+	did, err := syntax.ParseDID(p.DID)
 	if err != nil {
-		writeError(w, r, s.log, invalidRequest("Invalid did: %s", raw))
-		return
+		return nil, invalidRequest("Invalid did: %s", p.DID)
 	}
 	if s.resolver == nil {
-		writeError(w, r, s.log, xerr(http.StatusBadRequest, "DidNotFound", "DID not found"))
-		return
+		return nil, xerr(http.StatusBadRequest, "DidNotFound", "DID not found")
 	}
-	id, err := s.resolver.ResolveDID(r.Context(), did, false)
+	id, err := s.resolver.ResolveDID(ctx, did, false)
 	if err != nil {
-		writeError(w, r, s.log, xerr(http.StatusBadRequest, "DidNotFound", "DID not found"))
-		return
+		return nil, xerr(http.StatusBadRequest, "DidNotFound", "DID not found")
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"didDoc": id.DIDDocument()})
+	return &resolveDidOutput{DIDDoc: id.DIDDocument()}, nil
 }
 
 // Service-auth rules of the reference's getServiceAuth.

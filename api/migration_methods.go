@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"io"
 	"mime"
 	"net/http"
 	"time"
@@ -28,190 +27,173 @@ const DefaultMaxImportBytes = repo.DefaultImportMaxBytes
 // createMigratingAccount is createAccount with an existing DID: a Bearer
 // service-auth JWT from that DID (aud = this server, lxm = createAccount),
 // verified against the key its document names now, is required.
-func (s *server) createMigratingAccount(w http.ResponseWriter, r *http.Request, in createAccountInput) {
+func (s *server) createMigratingAccount(ctx context.Context, in *createAccountInput) (*createAccountOutput, error) {
 	if in.PLCOp != nil {
-		writeError(w, r, s.log, invalidRequest("plcOp is not supported: bring the DID with a service-auth token instead"))
-		return
+		return nil, invalidRequest("plcOp is not supported: bring the DID with a service-auth token instead")
 	}
 	did, err := syntax.ParseDID(in.DID)
 	if err != nil {
-		writeError(w, r, s.log, invalidRequest("Invalid did: %v", err))
-		return
+		return nil, invalidRequest("Invalid did: %v", err)
 	}
-	tok, ok := bearer(r)
+	tok, ok := bearer(requestOf(ctx))
 	if !ok {
-		writeError(w, r, s.log, xerr(http.StatusUnauthorized, "AuthMissing", "a service-auth token from %s is required to create an account with an existing DID", did))
-		return
+		return nil, xerr(http.StatusUnauthorized, "AuthMissing", "a service-auth token from %s is required to create an account with an existing DID", did)
 	}
 	if s.resolver == nil {
-		writeError(w, r, s.log, invalidRequest("this server cannot resolve DIDs"))
-		return
+		return nil, invalidRequest("this server cannot resolve DIDs")
 	}
 	keys := func(ctx context.Context, d syntax.DID, refresh bool) (atcrypto.PublicKey, error) {
 		return s.resolver.SigningKey(ctx, d, refresh)
 	}
-	iss, err := auth.VerifyServiceJWT(r.Context(), tok, s.cfg.ServiceDID, "com.atproto.server.createAccount", keys, time.Now())
+	iss, err := auth.VerifyServiceJWT(ctx, tok, s.cfg.ServiceDID, "com.atproto.server.createAccount", keys, time.Now())
 	if err != nil {
-		writeError(w, r, s.log, err)
-		return
+		return nil, err
 	}
 	if iss != did {
-		writeError(w, r, s.log, xerr(http.StatusUnauthorized, "AuthRequired", "the service-auth token was issued by %s, not %s", iss, did))
-		return
+		return nil, xerr(http.StatusUnauthorized, "AuthRequired", "the service-auth token was issued by %s, not %s", iss, did)
 	}
-	acct, err := s.accounts.CreateMigrating(r.Context(), did, account.CreateParams{Handle: in.Handle, Email: in.Email, Password: in.Password})
+	acct, err := s.accounts.CreateMigrating(ctx, did, account.CreateParams{Handle: in.Handle, Email: in.Email, Password: in.Password})
 	if err != nil {
-		writeError(w, r, s.log, err)
-		return
+		return nil, err
 	}
-	sess, err := s.auth.Login(r.Context(), acct.DID.String(), in.Password)
+	sess, err := s.auth.Login(ctx, acct.DID.String(), in.Password)
 	if err != nil {
-		writeError(w, r, s.log, err)
-		return
+		return nil, err
 	}
-	writeJSON(w, http.StatusOK, map[string]any{
-		"accessJwt": sess.AccessJWT, "refreshJwt": sess.RefreshJWT,
-		"handle": sess.Handle.String(), "did": sess.DID.String(),
-	})
+	return &createAccountOutput{AccessJWT: sess.AccessJWT, RefreshJWT: sess.RefreshJWT, Handle: sess.Handle.String(), DID: sess.DID.String()}, nil
 }
 
-func (s *server) importRepo(w http.ResponseWriter, r *http.Request) {
-	if ct := r.Header.Get("Content-Type"); ct != "" {
+// importRepo takes the repository as a CAR body.
+func (s *server) importRepo(ctx context.Context, in *rawBody) (*noOutput, error) {
+	if ct := in.ContentType; ct != "" {
 		if mt, _, err := mime.ParseMediaType(ct); err != nil || (mt != carContentType && mt != "application/octet-stream") {
-			writeError(w, r, s.log, invalidRequest("Wrong request encoding (Content-Type): %s, want %s", ct, carContentType))
-			return
+			return nil, invalidRequest("Wrong request encoding (Content-Type): %s, want %s", ct, carContentType)
 		}
 	}
 	limit := s.cfg.MaxImportBytes
 	if limit <= 0 {
 		limit = DefaultMaxImportBytes
 	}
-	if r.ContentLength > limit {
-		writeError(w, r, s.log, xerr(http.StatusRequestEntityTooLarge, "PayloadTooLarge", "the CAR is over %d bytes", limit))
-		return
+	tooLarge := xerr(http.StatusRequestEntityTooLarge, "PayloadTooLarge", "the CAR is over %d bytes", limit)
+	if in.Length > limit {
+		return nil, tooLarge
 	}
-	body := &bodyReader{r: http.MaxBytesReader(w, r.Body, limit)}
-	c, err := s.accounts.ImportRepo(r.Context(), body, repo.ImportOptions{MaxBytes: limit})
+	body := &bodyReader{r: in.limit(limit)}
+	c, err := s.accounts.ImportRepo(ctx, body, repo.ImportOptions{MaxBytes: limit})
 	if err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
-			err = xerr(http.StatusRequestEntityTooLarge, "PayloadTooLarge", "the CAR is over %d bytes", limit)
+			return nil, tooLarge
 		}
-		writeError(w, r, s.log, err)
-		return
+		return nil, err
 	}
-	w.Header().Set("Atproto-Repo-Rev", c.Rev)
-	w.WriteHeader(http.StatusOK)
+	responseHeader(ctx).Set("Atproto-Repo-Rev", c.Rev)
+	return nil, nil
 }
 
-func (s *server) listMissingBlobs(w http.ResponseWriter, r *http.Request) {
-	q := r.URL.Query()
-	limit, err := intParam(q.Get("limit"), 500, 1, 1000)
+type listMissingBlobsParams struct{ Page pageParams }
+
+type missingBlob struct {
+	CID       string `json:"cid"`
+	RecordURI string `json:"recordUri"`
+}
+
+type listMissingBlobsOutput struct {
+	Cursor string        `json:"cursor,omitempty"`
+	Blobs  []missingBlob `json:"blobs"`
+}
+
+func (s *server) listMissingBlobs(ctx context.Context, p *listMissingBlobsParams) (*listMissingBlobsOutput, error) {
+	st, err := s.accounts.Lifecycle(ctx)
 	if err != nil {
-		writeError(w, r, s.log, err)
-		return
+		return nil, err
 	}
-	st, err := s.accounts.Lifecycle(r.Context())
+	missing, next, err := s.blobs.ListMissing(ctx, p.Page.Cursor, p.Page.Limit)
 	if err != nil {
-		writeError(w, r, s.log, err)
-		return
+		return nil, err
 	}
-	missing, next, err := s.blobs.ListMissing(r.Context(), q.Get("cursor"), limit)
-	if err != nil {
-		writeError(w, r, s.log, err)
-		return
-	}
-	blobs := make([]map[string]string, 0, len(missing))
+	out := &listMissingBlobsOutput{Cursor: next, Blobs: make([]missingBlob, 0, len(missing))}
 	for _, m := range missing {
-		blobs = append(blobs, map[string]string{"cid": m.CID.String(), "recordUri": "at://" + st.DID.String() + "/" + m.Path})
+		out.Blobs = append(out.Blobs, missingBlob{CID: m.CID.String(), RecordURI: "at://" + st.DID.String() + "/" + m.Path})
 	}
-	out := map[string]any{"blobs": blobs}
-	if next != "" {
-		out["cursor"] = next
-	}
-	writeJSON(w, http.StatusOK, out)
+	return out, nil
 }
 
-func (s *server) checkAccountStatus(w http.ResponseWriter, r *http.Request) {
-	cs, err := s.accounts.CheckAccountStatus(r.Context())
+type checkAccountStatusOutput struct {
+	Activated          bool   `json:"activated"`
+	ValidDID           bool   `json:"validDid"`
+	RepoCommit         string `json:"repoCommit"`
+	RepoRev            string `json:"repoRev"`
+	RepoBlocks         int    `json:"repoBlocks"`
+	IndexedRecords     int    `json:"indexedRecords"`
+	PrivateStateValues int    `json:"privateStateValues"`
+	ExpectedBlobs      int    `json:"expectedBlobs"`
+	ImportedBlobs      int    `json:"importedBlobs"`
+}
+
+func (s *server) checkAccountStatus(ctx context.Context, _ *noParams) (*checkAccountStatusOutput, error) {
+	cs, err := s.accounts.CheckAccountStatus(ctx)
 	if err != nil {
-		writeError(w, r, s.log, err)
-		return
+		return nil, err
 	}
-	writeJSON(w, http.StatusOK, map[string]any{
-		"activated":          cs.Activated,
-		"validDid":           cs.ValidDID,
-		"repoCommit":         cs.RepoCommit,
-		"repoRev":            cs.RepoRev,
-		"repoBlocks":         cs.RepoBlocks,
-		"indexedRecords":     cs.IndexedRecords,
-		"privateStateValues": cs.PrivateStateValues,
-		"expectedBlobs":      cs.ExpectedBlobs,
-		"importedBlobs":      cs.ImportedBlobs,
-	})
+	return &checkAccountStatusOutput{
+		Activated:          cs.Activated,
+		ValidDID:           cs.ValidDID,
+		RepoCommit:         cs.RepoCommit,
+		RepoRev:            cs.RepoRev,
+		RepoBlocks:         cs.RepoBlocks,
+		IndexedRecords:     cs.IndexedRecords,
+		PrivateStateValues: cs.PrivateStateValues,
+		ExpectedBlobs:      cs.ExpectedBlobs,
+		ImportedBlobs:      cs.ImportedBlobs,
+	}, nil
 }
 
-func (s *server) activateAccount(w http.ResponseWriter, r *http.Request) {
-	if err := s.accounts.ActivateAccount(r.Context()); err != nil {
-		writeError(w, r, s.log, err)
-		return
-	}
-	w.WriteHeader(http.StatusOK)
+func (s *server) activateAccount(ctx context.Context) (*noOutput, error) {
+	return nil, s.accounts.ActivateAccount(ctx)
 }
 
-func (s *server) deactivateAccount(w http.ResponseWriter, r *http.Request) {
-	var in struct {
-		DeleteAfter string `json:"deleteAfter"`
-	}
-	if r.ContentLength != 0 {
-		if err := decodeJSON(w, r, maxJSONBody, &in); err != nil {
-			writeError(w, r, s.log, err)
-			return
-		}
-	}
+// deactivateAccountInput is optional: a POST without a body deactivates
+// with no deletion date.
+type deactivateAccountInput struct {
+	DeleteAfter string `json:"deleteAfter"`
+}
+
+func (deactivateAccountInput) bodyOptional() {}
+
+func (s *server) deactivateAccount(ctx context.Context, in *deactivateAccountInput) (*noOutput, error) {
 	var after time.Time
 	if in.DeleteAfter != "" {
 		dt, err := syntax.ParseDatetimeLenient(in.DeleteAfter)
 		if err != nil {
-			writeError(w, r, s.log, invalidRequest("Invalid deleteAfter: %v", err))
-			return
+			return nil, invalidRequest("Invalid deleteAfter: %v", err)
 		}
 		after = dt.Time()
 	}
-	if err := s.accounts.DeactivateAccount(r.Context(), after); err != nil {
-		writeError(w, r, s.log, err)
-		return
-	}
-	w.WriteHeader(http.StatusOK)
+	return nil, s.accounts.DeactivateAccount(ctx, after)
 }
 
-func (s *server) deleteAccount(w http.ResponseWriter, r *http.Request) {
-	var in struct {
-		DID      string `json:"did"`
-		Password string `json:"password"`
-		Token    string `json:"token"`
-	}
-	if err := decodeJSON(w, r, maxJSONBody, &in); err != nil {
-		writeError(w, r, s.log, err)
-		return
-	}
+type deleteAccountInput struct {
+	DID      string `json:"did"`
+	Password string `json:"password"`
+	Token    string `json:"token"`
+}
+
+func (s *server) deleteAccount(ctx context.Context, in *deleteAccountInput) (*noOutput, error) {
 	did, err := syntax.ParseDID(in.DID)
 	if err != nil || in.Password == "" || in.Token == "" {
-		writeError(w, r, s.log, invalidRequest("did, password and token are required"))
-		return
+		return nil, invalidRequest("did, password and token are required")
 	}
-	if err := rateLimit(w, limitCheck{s.loginIP, s.clientIP(r)}); err != nil {
-		writeError(w, r, s.log, err)
-		return
+	if err := rateLimit(responseHeader(ctx), limitCheck{s.loginIP, s.clientIP(requestOf(ctx))}); err != nil {
+		return nil, err
 	}
-	if err := s.accounts.Delete(r.Context(), did, in.Password, in.Token); err != nil {
+	if err := s.accounts.Delete(ctx, did, in.Password, in.Token); err != nil {
 		if errors.Is(err, auth.ErrInvalidLogin) || errors.Is(err, account.ErrWrongDID) || errors.Is(err, account.ErrNoAccount) {
 			err = xerr(http.StatusUnauthorized, "AuthRequired", "Invalid did or password")
 		}
-		writeError(w, r, s.log, err)
-		return
+		return nil, err
 	}
-	w.WriteHeader(http.StatusOK)
+	return nil, nil
 }
 
 type signPlcOperationInput struct {
@@ -222,45 +204,34 @@ type signPlcOperationInput struct {
 	Services            map[string]didplc.OpService `json:"services"`
 }
 
-func (s *server) signPlcOperation(w http.ResponseWriter, r *http.Request) {
-	var in signPlcOperationInput
-	if err := decodeJSON(w, r, maxJSONBody, &in); err != nil {
-		writeError(w, r, s.log, err)
-		return
-	}
+type signPlcOperationOutput struct {
+	Operation *didplc.RegularOp `json:"operation"`
+}
+
+func (s *server) signPlcOperation(ctx context.Context, in *signPlcOperationInput) (*signPlcOperationOutput, error) {
 	if in.Token == "" {
-		writeError(w, r, s.log, invalidRequest("email confirmation token required to sign PLC operations"))
-		return
+		return nil, invalidRequest("email confirmation token required to sign PLC operations")
 	}
-	op, err := s.accounts.SignPLCOperation(r.Context(), in.Token, identity.PLCChanges{
+	op, err := s.accounts.SignPLCOperation(ctx, in.Token, identity.PLCChanges{
 		RotationKeys: in.RotationKeys, AlsoKnownAs: in.AlsoKnownAs,
 		VerificationMethods: in.VerificationMethods, Services: in.Services,
 	})
 	if err != nil {
-		writeError(w, r, s.log, err)
-		return
+		return nil, err
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"operation": op})
+	return &signPlcOperationOutput{Operation: op}, nil
 }
 
-func (s *server) submitPlcOperation(w http.ResponseWriter, r *http.Request) {
-	var in struct {
-		Operation json.RawMessage `json:"operation"`
-	}
-	if err := decodeJSON(w, r, maxJSONBody, &in); err != nil {
-		writeError(w, r, s.log, err)
-		return
-	}
+type submitPlcOperationInput struct {
+	Operation json.RawMessage `json:"operation"`
+}
+
+func (s *server) submitPlcOperation(ctx context.Context, in *submitPlcOperationInput) (*noOutput, error) {
 	var op didplc.RegularOp
 	if len(in.Operation) == 0 || json.Unmarshal(in.Operation, &op) != nil {
-		writeError(w, r, s.log, invalidRequest("operation must be a signed plc_operation object"))
-		return
+		return nil, invalidRequest("operation must be a signed plc_operation object")
 	}
-	if err := s.accounts.SubmitPLCOperation(r.Context(), &op); err != nil {
-		writeError(w, r, s.log, err)
-		return
-	}
-	w.WriteHeader(http.StatusOK)
+	return nil, s.accounts.SubmitPLCOperation(ctx, &op)
 }
 
 // repoUnavailable is the error of others' reads of a deactivated
@@ -306,12 +277,10 @@ func (s *server) requireAvailableRepo(next http.Handler) http.Handler {
 
 // repoStatusFields are the active/status fields of getRepoStatus and
 // listRepos.
-func (s *server) repoStatusFields(ctx context.Context, out map[string]any) {
-	out["active"] = true
+func (s *server) repoStatusFields(ctx context.Context, out *repoStatus) {
+	out.Active = true
 	if st, err := s.accounts.Status(ctx); err == nil && st != account.StatusActive && st != "" {
-		out["active"] = false
-		out["status"] = string(st)
+		out.Active = false
+		out.Status = string(st)
 	}
 }
-
-var _ io.Reader = (*bodyReader)(nil)

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"errors"
 	"net/http"
 	"net/netip"
@@ -52,8 +53,8 @@ func scopeMissing(need auth.Permission) error {
 }
 
 // canRepo checks the principal's scope for actions on records of coll.
-func canRepo(r *http.Request, coll string, actions ...string) error {
-	p := principalFrom(r.Context())
+func canRepo(ctx context.Context, coll string, actions ...string) error {
+	p := principalFrom(ctx)
 	for _, a := range actions {
 		if err := p.CanRepo(coll, a); err != nil {
 			return err
@@ -83,8 +84,8 @@ func (s *server) proxyAud(r *http.Request, nsid string) string {
 // scopedRPC checks, for a scoped principal only, that its scope lets it
 // call lxm at aud: for the app.bsky methods this server answers itself,
 // which an OAuth app reaches by rpc: permissions for the AppView.
-func scopedRPC(r *http.Request, lxm, aud string) error {
-	if p := principalFrom(r.Context()); p != nil && p.Scopes != nil {
+func scopedRPC(ctx context.Context, lxm, aud string) error {
+	if p := principalFrom(ctx); p != nil && p.Scopes != nil {
 		return p.CanRPC(lxm, aud)
 	}
 	return nil

@@ -1,70 +1,66 @@
 package api
 
 import (
+	"context"
 	"encoding/json"
 	"net/http"
+	"strings"
 
 	"github.com/pdsbox/pds/account"
 	"github.com/pdsbox/pds/auth"
 )
 
-func (s *server) getPreferences(w http.ResponseWriter, r *http.Request) {
-	if s.proxiedElsewhere(r) {
-		s.proxy(w, r)
-		return
-	}
-	if err := scopedRPC(r, "app.bsky.actor.getPreferences", s.appViewAud()); err != nil {
-		writeError(w, r, s.log, err)
-		return
-	}
-	prefs, err := s.accounts.PreferencesAs(prefsAccess(r))
+type preferencesBody struct {
+	Preferences []json.RawMessage `json:"preferences"`
+}
+
+func (s *server) getPreferences(ctx context.Context, _ *noParams) (*preferencesBody, error) {
+	prefs, err := s.accounts.PreferencesAs(prefsAccess(ctx))
 	if err != nil {
-		writeError(w, r, s.log, err)
-		return
+		return nil, err
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"preferences": prefs})
+	return &preferencesBody{Preferences: prefs}, nil
 }
 
 // prefsAccess is what the caller may do with the preferences: everything
 // with the account's own session, less with an app password (account owns
 // the rule).
-func prefsAccess(r *http.Request) account.PrefsAccess {
-	if principalFrom(r.Context()).Can(auth.PermAccountEmail) {
+func prefsAccess(ctx context.Context) account.PrefsAccess {
+	if principalFrom(ctx).Can(auth.PermAccountEmail) {
 		return account.PrefsFull
 	}
 	return account.PrefsNoPersonal
 }
 
-func (s *server) putPreferences(w http.ResponseWriter, r *http.Request) {
-	if s.proxiedElsewhere(r) {
-		s.proxy(w, r)
-		return
-	}
-	if err := scopedRPC(r, "app.bsky.actor.putPreferences", s.appViewAud()); err != nil {
-		writeError(w, r, s.log, err)
-		return
-	}
-	var in struct {
-		Preferences []json.RawMessage `json:"preferences"`
-	}
-	if err := decodeJSON(w, r, maxJSONBody, &in); err != nil {
-		writeError(w, r, s.log, err)
-		return
-	}
+func (s *server) putPreferences(ctx context.Context, in *preferencesBody) (*noOutput, error) {
 	if in.Preferences == nil {
-		writeError(w, r, s.log, invalidRequest("preferences is required"))
-		return
+		return nil, invalidRequest("preferences is required")
 	}
-	if err := s.accounts.PutPreferencesAs(prefsAccess(r), in.Preferences); err != nil {
-		writeError(w, r, s.log, err)
-		return
-	}
-	w.WriteHeader(http.StatusOK)
+	return nil, s.accounts.PutPreferencesAs(prefsAccess(ctx), in.Preferences)
 }
 
-// proxiedElsewhere reports whether an atproto-proxy header names a service
-// other than the configured AppView, so that a local method is forwarded.
-func (s *server) proxiedElsewhere(r *http.Request) bool {
-	h := r.Header.Get("Atproto-Proxy")
-	return h != "" && h != s.cfg.AppView.DID+"#bsky_appview"
+// proxiedElsewhere forwards a call of a method served here (the
+// preferences) whose atproto-proxy header names a service other than the
+// configured AppView; other calls go on to next.
+func (s *server) proxiedElsewhere(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if h := r.Header.Get("Atproto-Proxy"); h != "" && h != s.cfg.AppView.DID+"#bsky_appview" {
+			s.proxy(w, r)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// appViewScope holds a scoped (OAuth) caller of an app.bsky method served
+// here to the rpc: permission it would need for the AppView, before its
+// input is read.
+func (s *server) appViewScope(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if err := scopedRPC(r.Context(), strings.TrimPrefix(r.URL.Path, "/xrpc/"), s.appViewAud()); err != nil {
+			writeError(w, r, s.log, err)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
 }

@@ -9,11 +9,11 @@ import (
 )
 
 // rateLimit consumes a point from each limiter for its key, setting the
-// RateLimit-* headers of the tightest, and answers 429 when one is spent.
-func rateLimit(w http.ResponseWriter, checks ...limitCheck) error {
+// RateLimit-* headers of the tightest in h (the response's), and answers
+// 429 when one is spent.
+func rateLimit(h http.Header, checks ...limitCheck) error {
 	for _, c := range checks {
 		ok, remaining, reset := c.l.Allow(c.key)
-		h := w.Header()
 		h.Set("RateLimit-Limit", strconv.Itoa(c.l.Limit()))
 		h.Set("RateLimit-Remaining", strconv.Itoa(remaining))
 		h.Set("RateLimit-Reset", strconv.FormatInt(reset.Unix(), 10))

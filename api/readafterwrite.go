@@ -241,14 +241,9 @@ func mungeTimeline(body map[string]any, r *http.Request, l *localState) bool {
 	return true
 }
 
+// mungeAuthorFeed is mungeTimeline for the account's own feed only.
 func mungeAuthorFeed(body map[string]any, r *http.Request, l *localState) bool {
-	feed, ok := body["feed"].([]any)
-	if !ok || !isSelf(r, l, "actor") {
-		return false
-	}
-	refreshAuthor(feed, l)
-	body["feed"] = insertPosts(feed, l.posts)
-	return true
+	return isSelf(r, l, "actor") && mungeTimeline(body, r, l)
 }
 
 func mungeActorLikes(body map[string]any, r *http.Request, l *localState) bool {

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"errors"
 	"io"
 	"net/http"
@@ -8,31 +9,41 @@ import (
 	"github.com/pdsbox/pds/blobstore"
 )
 
-func (s *server) uploadBlob(w http.ResponseWriter, r *http.Request) {
-	if s.cfg.BlobUploadLimit > 0 && r.ContentLength > s.cfg.BlobUploadLimit {
-		writeError(w, r, s.log, xerr(http.StatusRequestEntityTooLarge, "PayloadTooLarge", "request entity too large"))
-		return
+// blobRef is a blob reference as records hold it.
+type blobRef struct {
+	Type string `json:"$type"`
+	Ref  struct {
+		Link string `json:"$link"`
+	} `json:"ref"`
+	MimeType string `json:"mimeType"`
+	Size     int64  `json:"size"`
+}
+
+type uploadBlobOutput struct {
+	Blob blobRef `json:"blob"`
+}
+
+func (s *server) uploadBlob(ctx context.Context, in *rawBody) (*uploadBlobOutput, error) {
+	if s.cfg.BlobUploadLimit > 0 && in.Length > s.cfg.BlobUploadLimit {
+		return nil, xerr(http.StatusRequestEntityTooLarge, "PayloadTooLarge", "request entity too large")
 	}
 	if _, err := s.accounts.Repo(); err != nil {
-		writeError(w, r, s.log, err)
-		return
+		return nil, err
 	}
 	// A scoped token names the MIME types it may upload: the declared type
 	// is checked before reading, the sniffed one after (an unreferenced
 	// upload is collected like any other).
-	if err := principalFrom(r.Context()).CanBlob(r.Header.Get("Content-Type")); err != nil {
-		writeError(w, r, s.log, err)
-		return
+	if err := principalFrom(ctx).CanBlob(in.ContentType); err != nil {
+		return nil, err
 	}
 	// The blob store stops reading at its size limit; the body is streamed,
 	// its Content-Encoding undone (the blob is the decoded bytes).
-	decoded, err := decodeContent(r.Body, r.Header.Get("Content-Encoding"))
+	decoded, err := decodeContent(in.Body, in.ContentEncoding)
 	if err != nil {
-		writeError(w, r, s.log, err)
-		return
+		return nil, err
 	}
 	body := &bodyReader{r: decoded}
-	info, err := s.blobs.Upload(r.Context(), body, r.Header.Get("Content-Type"))
+	info, err := s.blobs.Upload(ctx, body, in.ContentType)
 	if err != nil && body.err != nil && !errors.Is(err, blobstore.ErrTooLarge) {
 		// A body cut short, badly chunked or badly encoded is the client's
 		// fault.
@@ -40,21 +51,17 @@ func (s *server) uploadBlob(w http.ResponseWriter, r *http.Request) {
 		if !errors.As(body.err, &xe) {
 			xe = &XRPCError{Status: http.StatusBadRequest, Name: "InvalidRequest", Message: "request body could not be read", Err: err}
 		}
-		err = xe
-	}
-	if err == nil {
-		err = principalFrom(r.Context()).CanBlob(info.MimeType)
+		return nil, xe
 	}
 	if err != nil {
-		writeError(w, r, s.log, err)
-		return
+		return nil, err
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"blob": map[string]any{
-		"$type":    "blob",
-		"ref":      map[string]string{"$link": info.CID.String()},
-		"mimeType": info.MimeType,
-		"size":     info.Size,
-	}})
+	if err := principalFrom(ctx).CanBlob(info.MimeType); err != nil {
+		return nil, err
+	}
+	out := &uploadBlobOutput{Blob: blobRef{Type: "blob", MimeType: info.MimeType, Size: info.Size}}
+	out.Blob.Ref.Link = info.CID.String()
+	return out, nil
 }
 
 // bodyReader remembers the error of reading a request body, so that an

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"strconv"
 	"strings"
 
 	"github.com/bluesky-social/indigo/atproto/atdata"
@@ -19,7 +18,7 @@ import (
 
 // ourRepo resolves the repo parameter (a DID or handle) to the account's
 // repository; any other repository is not hosted here.
-func (s *server) ourRepo(r *http.Request, ident string) (*repo.Repo, error) {
+func (s *server) ourRepo(ctx context.Context, ident string) (*repo.Repo, error) {
 	rp, err := s.accounts.Repo()
 	if err != nil {
 		return nil, invalidRequest("Could not find repo: %s", ident)
@@ -27,7 +26,7 @@ func (s *server) ourRepo(r *http.Request, ident string) (*repo.Repo, error) {
 	if ident == rp.DID().String() {
 		return rp, nil
 	}
-	if acct, err := s.accounts.Account(r.Context()); err == nil && strings.EqualFold(ident, acct.Handle.String()) {
+	if acct, err := s.accounts.Account(ctx); err == nil && strings.EqualFold(ident, acct.Handle.String()) {
 		return rp, nil
 	}
 	return nil, invalidRequest("Could not find repo: %s", ident)
@@ -36,15 +35,15 @@ func (s *server) ourRepo(r *http.Request, ident string) (*repo.Repo, error) {
 // writableRepo is ourRepo for a write by the authenticated account. A
 // well-formed repo that is not the account's is 403 AccountNotFound, as the
 // reference answers.
-func (s *server) writableRepo(r *http.Request, ident string) (*repo.Repo, error) {
-	rp, err := s.ourRepo(r, ident)
+func (s *server) writableRepo(ctx context.Context, ident string) (*repo.Repo, error) {
+	rp, err := s.ourRepo(ctx, ident)
 	if err != nil {
 		if _, perr := syntax.ParseAtIdentifier(ident); perr == nil {
 			return nil, xerr(http.StatusForbidden, "AccountNotFound", "Account not found")
 		}
 		return nil, err
 	}
-	if p := principalFrom(r.Context()); p == nil || p.DID != rp.DID() {
+	if p := principalFrom(ctx); p == nil || p.DID != rp.DID() {
 		return nil, xerr(http.StatusForbidden, "AuthRequired", "the token's account does not own this repo")
 	}
 	return rp, nil
@@ -124,11 +123,18 @@ func atURI(did syntax.DID, coll syntax.NSID, rkey syntax.RecordKey) string {
 	return "at://" + did.String() + "/" + coll.String() + "/" + rkey.String()
 }
 
-func commitMeta(c *repo.Commit) map[string]string {
-	return map[string]string{"cid": c.CID.String(), "rev": c.Rev}
+// commitMeta is com.atproto.repo.defs#commitMeta.
+type commitMeta struct {
+	CID string `json:"cid"`
+	Rev string `json:"rev"`
 }
 
-type createRecordInput struct {
+func newCommitMeta(c *repo.Commit) *commitMeta {
+	return &commitMeta{CID: c.CID.String(), Rev: c.Rev}
+}
+
+// recordInput is the input createRecord and putRecord share.
+type recordInput struct {
 	Repo       string          `json:"repo"`
 	Collection string          `json:"collection"`
 	RKey       string          `json:"rkey"`
@@ -137,22 +143,18 @@ type createRecordInput struct {
 	SwapCommit string          `json:"swapCommit"`
 }
 
-func (s *server) doCreateRecord(r *http.Request, in *createRecordInput) (map[string]any, error) {
-	t, err := s.parseWriteTarget(r, in.Repo, in.Collection, in.RKey, in.SwapCommit, true)
+type createRecordInput struct{ recordInput }
+
+func (s *server) createRecord(ctx context.Context, in *createRecordInput) (*writeOutput, error) {
+	t, err := s.parseWriteTarget(ctx, in.Repo, in.Collection, in.RKey, in.SwapCommit, repo.ActionCreate)
 	if err != nil {
 		return nil, err
 	}
-	if err := canRepo(r, t.coll.String(), "create"); err != nil {
-		return nil, err
-	}
-	if err := s.checkRKeyType(t.coll, t.rkey); err != nil {
-		return nil, err
-	}
-	rec, status, err := s.prepareRecord(r.Context(), in.Record, t.coll, in.Validate)
+	rec, status, err := s.prepareRecord(ctx, in.Record, t.coll, in.Validate)
 	if err != nil {
 		return nil, err
 	}
-	c, err := t.rp.Apply(r.Context(), []repo.Write{{Action: repo.ActionCreate, Collection: t.coll, RKey: t.rkey, Record: rec}}, t.swapCommit)
+	c, err := t.rp.Apply(ctx, []repo.Write{{Action: repo.ActionCreate, Collection: t.coll, RKey: t.rkey, Record: rec}}, t.swapCommit)
 	if err != nil {
 		return nil, err
 	}
@@ -168,10 +170,12 @@ type writeTarget struct {
 }
 
 // parseWriteTarget parses what every single-record write names: the repo
-// (the account's), the collection, the record key (a new TID when newRKey
-// allows it to be empty) and swapCommit.
-func (s *server) parseWriteTarget(r *http.Request, repoIdent, coll, rkey, swapCommit string, newRKey bool) (*writeTarget, error) {
-	rp, err := s.writableRepo(r, repoIdent)
+// (the account's), the collection, the record key (a new TID when a create
+// leaves it empty; of the collection's key type unless deleted) and
+// swapCommit, and checks the caller's scope for the action (a put may
+// create or update, so it needs both, as the reference decides).
+func (s *server) parseWriteTarget(ctx context.Context, repoIdent, coll, rkey, swapCommit string, action repo.Action) (*writeTarget, error) {
+	rp, err := s.writableRepo(ctx, repoIdent)
 	if err != nil {
 		return nil, err
 	}
@@ -179,13 +183,25 @@ func (s *server) parseWriteTarget(r *http.Request, repoIdent, coll, rkey, swapCo
 	if t.coll, err = parseCollection(coll); err != nil {
 		return nil, err
 	}
-	if rkey == "" && newRKey {
+	if rkey == "" && action == repo.ActionCreate {
 		t.rkey = syntax.RecordKey(s.tids.Next().String())
 	} else if t.rkey, err = parseRKey(rkey); err != nil {
 		return nil, err
 	}
 	if t.swapCommit, err = parseOptCID("swapCommit", swapCommit); err != nil {
 		return nil, err
+	}
+	scope := []string{string(action)}
+	if action == repo.ActionPut {
+		scope = []string{"create", "update"}
+	}
+	if err := canRepo(ctx, t.coll.String(), scope...); err != nil {
+		return nil, err
+	}
+	if action != repo.ActionDelete {
+		if err := s.checkRKeyType(t.coll, t.rkey); err != nil {
+			return nil, err
+		}
 	}
 	return t, nil
 }
@@ -206,35 +222,26 @@ func (s *server) prepareRecord(ctx context.Context, raw json.RawMessage, coll sy
 	return rec, status, nil
 }
 
-// writeResult is the answer of createRecord and putRecord.
-func writeResult(t *writeTarget, cidStr string, c *repo.Commit, status string) map[string]any {
-	out := map[string]any{"uri": atURI(t.rp.DID(), t.coll, t.rkey), "cid": cidStr, "commit": commitMeta(c)}
-	if status != "" {
-		out["validationStatus"] = status
-	}
-	return out
+// writeOutput is the answer of createRecord and putRecord.
+type writeOutput struct {
+	URI              string      `json:"uri"`
+	CID              string      `json:"cid"`
+	Commit           *commitMeta `json:"commit"`
+	ValidationStatus string      `json:"validationStatus,omitempty"`
+}
+
+func writeResult(t *writeTarget, cidStr string, c *repo.Commit, status string) *writeOutput {
+	return &writeOutput{URI: atURI(t.rp.DID(), t.coll, t.rkey), CID: cidStr, Commit: newCommitMeta(c), ValidationStatus: status}
 }
 
 type putRecordInput struct {
-	Repo       string          `json:"repo"`
-	Collection string          `json:"collection"`
-	RKey       string          `json:"rkey"`
-	Validate   *bool           `json:"validate"`
-	Record     json.RawMessage `json:"record"`
+	recordInput
 	SwapRecord json.RawMessage `json:"swapRecord"`
-	SwapCommit string          `json:"swapCommit"`
 }
 
-func (s *server) doPutRecord(r *http.Request, in *putRecordInput) (map[string]any, error) {
-	t, err := s.parseWriteTarget(r, in.Repo, in.Collection, in.RKey, in.SwapCommit, false)
+func (s *server) putRecord(ctx context.Context, in *putRecordInput) (*writeOutput, error) {
+	t, err := s.parseWriteTarget(ctx, in.Repo, in.Collection, in.RKey, in.SwapCommit, repo.ActionPut)
 	if err != nil {
-		return nil, err
-	}
-	// As the reference: a put may create or update, so it needs both.
-	if err := canRepo(r, t.coll.String(), "create", "update"); err != nil {
-		return nil, err
-	}
-	if err := s.checkRKeyType(t.coll, t.rkey); err != nil {
 		return nil, err
 	}
 	// swapRecord: absent = no check; null = the record must not exist.
@@ -253,7 +260,7 @@ func (s *server) doPutRecord(r *http.Request, in *putRecordInput) (map[string]an
 			}
 		}
 	}
-	rec, status, err := s.prepareRecord(r.Context(), in.Record, t.coll, in.Validate)
+	rec, status, err := s.prepareRecord(ctx, in.Record, t.coll, in.Validate)
 	if err != nil {
 		return nil, err
 	}
@@ -263,7 +270,7 @@ func (s *server) doPutRecord(r *http.Request, in *putRecordInput) (map[string]an
 	if mustNotExist {
 		w.Action = repo.ActionCreate
 	}
-	c, err := t.rp.Apply(r.Context(), []repo.Write{w}, t.swapCommit)
+	c, err := t.rp.Apply(ctx, []repo.Write{w}, t.swapCommit)
 	if mustNotExist && errors.Is(err, repo.ErrRecordExists) {
 		return nil, xerr(http.StatusBadRequest, "InvalidSwap", "Record was at %s", t.rkey)
 	}
@@ -282,12 +289,13 @@ type deleteRecordInput struct {
 	SwapCommit string `json:"swapCommit"`
 }
 
-func (s *server) doDeleteRecord(r *http.Request, in *deleteRecordInput) (map[string]any, error) {
-	t, err := s.parseWriteTarget(r, in.Repo, in.Collection, in.RKey, in.SwapCommit, false)
+type deleteRecordOutput struct {
+	Commit *commitMeta `json:"commit,omitempty"`
+}
+
+func (s *server) deleteRecord(ctx context.Context, in *deleteRecordInput) (*deleteRecordOutput, error) {
+	t, err := s.parseWriteTarget(ctx, in.Repo, in.Collection, in.RKey, in.SwapCommit, repo.ActionDelete)
 	if err != nil {
-		return nil, err
-	}
-	if err := canRepo(r, t.coll.String(), "delete"); err != nil {
 		return nil, err
 	}
 	rp, coll, rkey, swapCommit := t.rp, t.coll, t.rkey, t.swapCommit
@@ -295,17 +303,17 @@ func (s *server) doDeleteRecord(r *http.Request, in *deleteRecordInput) (map[str
 	if err != nil {
 		return nil, err
 	}
-	c, err := rp.Apply(r.Context(), []repo.Write{{Action: repo.ActionDelete, Collection: coll, RKey: rkey, SwapRecord: swapRecord}}, swapCommit)
+	c, err := rp.Apply(ctx, []repo.Write{{Action: repo.ActionDelete, Collection: coll, RKey: rkey, SwapRecord: swapRecord}}, swapCommit)
 	if errors.Is(err, repo.ErrRecordNotFound) {
 		if swapRecord != nil {
 			return nil, xerr(http.StatusBadRequest, "InvalidSwap", "Record was at %s", rkey)
 		}
-		return map[string]any{}, nil // deleting nothing is not an error
+		return &deleteRecordOutput{}, nil // deleting nothing is not an error
 	}
 	if err != nil {
 		return nil, err
 	}
-	return map[string]any{"commit": commitMeta(c)}, nil
+	return &deleteRecordOutput{Commit: newCommitMeta(c)}, nil
 }
 
 type applyWritesInput struct {
@@ -324,8 +332,22 @@ type applyWrite struct {
 
 const applyWritesNS = "com.atproto.repo.applyWrites#"
 
-func (s *server) doApplyWrites(r *http.Request, in *applyWritesInput) (map[string]any, error) {
-	rp, err := s.writableRepo(r, in.Repo)
+type applyWritesOutput struct {
+	Commit  *commitMeta         `json:"commit"`
+	Results []applyWritesResult `json:"results"`
+}
+
+// applyWritesResult is one of the #createResult, #updateResult and
+// #deleteResult of applyWrites.
+type applyWritesResult struct {
+	Type             string `json:"$type"`
+	URI              string `json:"uri,omitempty"`
+	CID              string `json:"cid,omitempty"`
+	ValidationStatus string `json:"validationStatus,omitempty"`
+}
+
+func (s *server) applyWrites(ctx context.Context, in *applyWritesInput) (*applyWritesOutput, error) {
+	rp, err := s.writableRepo(ctx, in.Repo)
 	if err != nil {
 		return nil, err
 	}
@@ -367,7 +389,7 @@ func (s *server) doApplyWrites(r *http.Request, in *applyWritesInput) (map[strin
 		default:
 			return nil, invalidRequest("writes[%d]: unknown $type %q", i, aw.Type)
 		}
-		if err := canRepo(r, coll.String(), string(wr.Action)); err != nil {
+		if err := canRepo(ctx, coll.String(), string(wr.Action)); err != nil {
 			return nil, err
 		}
 		if wr.Action != repo.ActionCreate {
@@ -381,195 +403,191 @@ func (s *server) doApplyWrites(r *http.Request, in *applyWritesInput) (map[strin
 			}
 		}
 		if wr.Action != repo.ActionDelete {
-			if wr.Record, statuses[i], err = s.prepareRecord(r.Context(), aw.Value, coll, in.Validate); err != nil {
+			if wr.Record, statuses[i], err = s.prepareRecord(ctx, aw.Value, coll, in.Validate); err != nil {
 				return nil, err
 			}
 		}
 		writes[i] = wr
 	}
-	c, err := rp.Apply(r.Context(), writes, swapCommit)
+	c, err := rp.Apply(ctx, writes, swapCommit)
 	if err != nil {
 		return nil, err
 	}
-	results := make([]map[string]any, len(writes))
+	results := make([]applyWritesResult, len(writes))
 	for i, wr := range writes {
-		res := map[string]any{}
-		switch wr.Action {
-		case repo.ActionDelete:
-			res["$type"] = applyWritesNS + "deleteResult"
-		default:
-			res["$type"] = applyWritesNS + string(wr.Action) + "Result"
-			res["uri"] = atURI(rp.DID(), wr.Collection, wr.RKey)
-			res["cid"] = c.Results[i].CID.String()
-			if statuses[i] != "" {
-				res["validationStatus"] = statuses[i]
-			}
+		if wr.Action == repo.ActionDelete {
+			results[i] = applyWritesResult{Type: applyWritesNS + "deleteResult"}
+			continue
 		}
-		results[i] = res
+		results[i] = applyWritesResult{
+			Type:             applyWritesNS + string(wr.Action) + "Result",
+			URI:              atURI(rp.DID(), wr.Collection, wr.RKey),
+			CID:              c.Results[i].CID.String(),
+			ValidationStatus: statuses[i],
+		}
 	}
-	return map[string]any{"commit": commitMeta(c), "results": results}, nil
+	return &applyWritesOutput{Commit: newCommitMeta(c), Results: results}, nil
 }
 
-// forwardForeign sends a public read of a repository not hosted here to the
-// AppView, as the reference does, and reports whether it did.
-func (s *server) forwardForeign(w http.ResponseWriter, r *http.Request) bool {
-	ident := r.URL.Query().Get("repo")
-	if s.cfg.AppView.URL == "" {
-		return false
-	}
-	if _, err := s.ourRepo(r, ident); err == nil {
-		return false
-	}
-	if _, err := syntax.ParseAtIdentifier(ident); err != nil {
-		return false
-	}
-	s.forwardPublic(w, r, s.cfg.AppView)
-	return true
+// foreignToAppView sends a public read of a repository not hosted here
+// (its repo parameter) to the AppView, as the reference does; reads of
+// ours go on to next.
+func (s *server) foreignToAppView(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ident := r.URL.Query().Get("repo")
+		if s.cfg.AppView.URL == "" {
+			next.ServeHTTP(w, r)
+			return
+		}
+		if _, err := s.ourRepo(r.Context(), ident); err == nil {
+			next.ServeHTTP(w, r)
+			return
+		}
+		if _, err := syntax.ParseAtIdentifier(ident); err != nil {
+			next.ServeHTTP(w, r)
+			return
+		}
+		s.forwardPublic(w, r, s.cfg.AppView)
+	})
 }
 
-func (s *server) getRecord(w http.ResponseWriter, r *http.Request) {
-	if s.forwardForeign(w, r) {
-		return
+type getRecordParams struct {
+	Repo       string `query:"repo"`
+	Collection string `query:"collection"`
+	RKey       string `query:"rkey"`
+	CID        string `query:"cid"`
+}
+
+// recordView is a record as getRecord and listRecords answer it.
+type recordView struct {
+	URI   string `json:"uri"`
+	CID   string `json:"cid"`
+	Value any    `json:"value"`
+}
+
+func (s *server) getRecord(ctx context.Context, p *getRecordParams) (*recordView, error) {
+	rp, err := s.ourRepo(ctx, p.Repo)
+	if err != nil {
+		return nil, err
 	}
-	q := r.URL.Query()
-	err := func() error {
-		rp, err := s.ourRepo(r, q.Get("repo"))
-		if err != nil {
-			return err
+	coll, err := parseCollection(p.Collection)
+	if err != nil {
+		return nil, err
+	}
+	rkey, err := parseRKey(p.RKey)
+	if err != nil {
+		return nil, err
+	}
+	want, err := parseOptCID("cid", p.CID)
+	if err != nil {
+		return nil, err
+	}
+	uri := atURI(rp.DID(), coll, rkey)
+	rec, err := rp.GetRecord(coll, rkey)
+	if err != nil {
+		if errors.Is(err, repo.ErrRecordNotFound) {
+			return nil, xerr(http.StatusBadRequest, "RecordNotFound", "Could not locate record: %s", uri)
 		}
-		coll, err := parseCollection(q.Get("collection"))
-		if err != nil {
-			return err
+		return nil, err
+	}
+	if (want != nil && *want != rec.CID) || s.accounts.RecordTakedown(uri).Applied {
+		return nil, xerr(http.StatusBadRequest, "RecordNotFound", "Could not locate record: %s", uri)
+	}
+	val, err := atdata.UnmarshalCBOR(rec.Data)
+	if err != nil {
+		return nil, fmt.Errorf("decoding stored record: %w", err)
+	}
+	return &recordView{URI: uri, CID: rec.CID.String(), Value: val}, nil
+}
+
+type listRecordsParams struct {
+	Repo       string `query:"repo"`
+	Collection string `query:"collection"`
+	Reverse    bool   `query:"reverse"`
+	Page       pageParams
+}
+
+type listRecordsOutput struct {
+	Cursor  string       `json:"cursor,omitempty"`
+	Records []recordView `json:"records"`
+}
+
+func (s *server) listRecords(ctx context.Context, p *listRecordsParams) (*listRecordsOutput, error) {
+	rp, err := s.ourRepo(ctx, p.Repo)
+	if err != nil {
+		return nil, err
+	}
+	coll, err := parseCollection(p.Collection)
+	if err != nil {
+		return nil, err
+	}
+	if p.Page.Cursor != "" {
+		if _, err := syntax.ParseRecordKey(p.Page.Cursor); err != nil {
+			return nil, invalidRequest("Invalid cursor")
 		}
-		rkey, err := parseRKey(q.Get("rkey"))
-		if err != nil {
-			return err
-		}
-		want, err := parseOptCID("cid", q.Get("cid"))
-		if err != nil {
-			return err
-		}
-		rec, err := rp.GetRecord(coll, rkey)
-		if err != nil {
-			if errors.Is(err, repo.ErrRecordNotFound) {
-				return xerr(http.StatusBadRequest, "RecordNotFound", "Could not locate record: %s", atURI(rp.DID(), coll, rkey))
-			}
-			return err
-		}
-		if (want != nil && *want != rec.CID) || s.accounts.RecordTakedown(atURI(rp.DID(), coll, rkey)).Applied {
-			return xerr(http.StatusBadRequest, "RecordNotFound", "Could not locate record: %s", atURI(rp.DID(), coll, rkey))
+	}
+	recs, _, err := rp.ListRecords(coll, p.Page.Cursor, p.Page.Limit, !p.Reverse)
+	if err != nil {
+		return nil, err
+	}
+	out := &listRecordsOutput{Records: make([]recordView, 0, len(recs))}
+	takedowns := s.accounts.RecordTakedownsUnder(atURI(rp.DID(), coll, ""))
+	for _, rec := range recs {
+		if takedowns && s.accounts.RecordTakedown(atURI(rp.DID(), coll, rec.RKey)).Applied {
+			continue // taken down by the operator: not served
 		}
 		val, err := atdata.UnmarshalCBOR(rec.Data)
 		if err != nil {
-			return fmt.Errorf("decoding stored record: %w", err)
+			return nil, fmt.Errorf("decoding stored record: %w", err)
 		}
-		writeJSON(w, http.StatusOK, map[string]any{"uri": atURI(rp.DID(), coll, rkey), "cid": rec.CID.String(), "value": val})
-		return nil
-	}()
-	if err != nil {
-		writeError(w, r, s.log, err)
+		out.Records = append(out.Records, recordView{URI: atURI(rp.DID(), coll, rec.RKey), CID: rec.CID.String(), Value: val})
 	}
+	// Like the reference, any non-empty page carries a cursor; the client
+	// stops at an empty page.
+	if len(recs) > 0 {
+		out.Cursor = recs[len(recs)-1].RKey.String()
+	}
+	return out, nil
 }
 
-func (s *server) listRecords(w http.ResponseWriter, r *http.Request) {
-	if s.forwardForeign(w, r) {
-		return
-	}
-	q := r.URL.Query()
-	err := func() error {
-		rp, err := s.ourRepo(r, q.Get("repo"))
-		if err != nil {
-			return err
-		}
-		coll, err := parseCollection(q.Get("collection"))
-		if err != nil {
-			return err
-		}
-		limit, err := intParam(q.Get("limit"), 50, 1, 100)
-		if err != nil {
-			return err
-		}
-		reverse := q.Get("reverse") == "true"
-		cursor := q.Get("cursor")
-		if cursor != "" {
-			if _, err := syntax.ParseRecordKey(cursor); err != nil {
-				return invalidRequest("Invalid cursor")
-			}
-		}
-		recs, _, err := rp.ListRecords(coll, cursor, limit, !reverse)
-		if err != nil {
-			return err
-		}
-		list := make([]map[string]any, 0, len(recs))
-		takedowns := s.accounts.RecordTakedownsUnder(atURI(rp.DID(), coll, ""))
-		for _, rec := range recs {
-			if takedowns && s.accounts.RecordTakedown(atURI(rp.DID(), coll, rec.RKey)).Applied {
-				continue // taken down by the operator: not served
-			}
-			val, err := atdata.UnmarshalCBOR(rec.Data)
-			if err != nil {
-				return fmt.Errorf("decoding stored record: %w", err)
-			}
-			list = append(list, map[string]any{"uri": atURI(rp.DID(), coll, rec.RKey), "cid": rec.CID.String(), "value": val})
-		}
-		out := map[string]any{"records": list}
-		// Like the reference, any non-empty page carries a cursor; the
-		// client stops at an empty page.
-		if len(recs) > 0 {
-			out["cursor"] = recs[len(recs)-1].RKey.String()
-		}
-		writeJSON(w, http.StatusOK, out)
-		return nil
-	}()
-	if err != nil {
-		writeError(w, r, s.log, err)
-	}
+type describeRepoParams struct {
+	Repo string `query:"repo"`
 }
 
-func (s *server) describeRepo(w http.ResponseWriter, r *http.Request) {
-	err := func() error {
-		rp, err := s.ourRepo(r, r.URL.Query().Get("repo"))
-		if err != nil {
-			return err
-		}
-		acct, err := s.accounts.Account(r.Context())
-		if err != nil {
-			return err
-		}
-		colls, err := rp.Collections()
-		if err != nil {
-			return err
-		}
-		pub, err := s.accounts.PublicKey()
-		if err != nil {
-			return err
-		}
-		names := make([]string, len(colls))
-		for i, c := range colls {
-			names[i] = c.String()
-		}
-		writeJSON(w, http.StatusOK, map[string]any{
-			"handle":          acct.Handle.String(),
-			"did":             acct.DID.String(),
-			"didDoc":          identity.DIDWebDocument(acct.DID, acct.Handle, pub, s.cfg.PublicURL),
-			"collections":     names,
-			"handleIsCorrect": true,
-		})
-		return nil
-	}()
-	if err != nil {
-		writeError(w, r, s.log, err)
-	}
+type describeRepoOutput struct {
+	Handle          string   `json:"handle"`
+	DID             string   `json:"did"`
+	DIDDoc          any      `json:"didDoc"`
+	Collections     []string `json:"collections"`
+	HandleIsCorrect bool     `json:"handleIsCorrect"`
 }
 
-// intParam parses an optional integer query parameter within [lo, hi].
-func intParam(v string, def, lo, hi int) (int, error) {
-	if v == "" {
-		return def, nil
+func (s *server) describeRepo(ctx context.Context, p *describeRepoParams) (*describeRepoOutput, error) {
+	rp, err := s.ourRepo(ctx, p.Repo)
+	if err != nil {
+		return nil, err
 	}
-	n, err := strconv.Atoi(v)
-	if err != nil || n < lo || n > hi {
-		return 0, invalidRequest("limit must be an integer from %d to %d", lo, hi)
+	acct, err := s.accounts.Account(ctx)
+	if err != nil {
+		return nil, err
 	}
-	return n, nil
+	colls, err := rp.Collections()
+	if err != nil {
+		return nil, err
+	}
+	pub, err := s.accounts.PublicKey()
+	if err != nil {
+		return nil, err
+	}
+	names := make([]string, len(colls))
+	for i, c := range colls {
+		names[i] = c.String()
+	}
+	return &describeRepoOutput{
+		Handle:          acct.Handle.String(),
+		DID:             acct.DID.String(),
+		DIDDoc:          identity.DIDWebDocument(acct.DID, acct.Handle, pub, s.cfg.PublicURL),
+		Collections:     names,
+		HandleIsCorrect: true,
+	}, nil
 }

@@ -122,8 +122,7 @@ type server struct {
 }
 
 // EmailTokensPath is this server's own admin endpoint behind `pds account
-// tokens`, `plc-token` and `delete-token` while the server runs:
-// POST {"purpose"?} (or ?purpose=) → {"tokens": [{purpose, token, expiresAt}]}.
+// tokens` (POST {"purpose"?} → {"tokens": [{purpose, token, expiresAt}]}).
 const EmailTokensPath = "/pds/admin/email-tokens"
 
 // Body limits, as the reference PDS sets them.
@@ -173,98 +172,98 @@ func NewRouter(d Deps) http.Handler {
 	r.Use(recoverPanics(s.log), logRequests(s.log), cors)
 	r.Use(s.checkQueryParams)
 
-	r.Get("/", s.landing)
-	r.Get("/robots.txt", s.robots)
-	r.Get("/xrpc/_health", s.health)
-	r.Get("/.well-known/atproto-did", s.atprotoDID)
-	r.Get("/.well-known/did.json", s.didJSON)
+	r.Get("/", page(s.landing))
+	r.Get("/robots.txt", page(s.robots))
+	r.Get("/xrpc/_health", page(s.health))
+	r.Get("/.well-known/atproto-did", page(s.atprotoDID))
+	r.Get("/.well-known/did.json", page(s.didJSON))
 	if s.oauth != nil {
 		mountOAuth(r, s.oauth)
 	}
 
 	// com.atproto.server
-	r.Get("/xrpc/com.atproto.server.describeServer", s.describeServer)
-	r.Post("/xrpc/com.atproto.server.createAccount", s.createAccount)
-	r.Post("/xrpc/com.atproto.server.createSession", s.createSession)
-	r.Post("/xrpc/com.atproto.server.refreshSession", s.refreshSession)
-	r.With(need(auth.PermAccountRead)).Get("/xrpc/com.atproto.server.getSession", s.getSession)
-	r.Post("/xrpc/com.atproto.server.deleteSession", s.deleteSession)
-	r.With(need(auth.PermAccountManage)).Post("/xrpc/com.atproto.server.createAppPassword", s.createAppPassword)
-	r.With(need(auth.PermAccountManage)).Get("/xrpc/com.atproto.server.listAppPasswords", s.listAppPasswords)
-	r.With(need(auth.PermAccountManage)).Post("/xrpc/com.atproto.server.revokeAppPassword", s.revokeAppPassword)
-	r.With(need(auth.PermAccountRead)).Get("/xrpc/com.atproto.server.checkAccountStatus", s.checkAccountStatus)
-	r.With(need(auth.PermAccountManage)).Post("/xrpc/com.atproto.server.activateAccount", s.activateAccount)
-	r.With(need(auth.PermAccountManage)).Post("/xrpc/com.atproto.server.deactivateAccount", s.deactivateAccount)
-	r.Post("/xrpc/com.atproto.server.deleteAccount", s.deleteAccount)
+	r.Get("/xrpc/com.atproto.server.describeServer", query(s, s.describeServer))
+	r.Post("/xrpc/com.atproto.server.createAccount", procedure(s, maxJSONBody, s.createAccount))
+	r.Post("/xrpc/com.atproto.server.createSession", procedure(s, maxJSONBody, s.createSession))
+	r.Post("/xrpc/com.atproto.server.refreshSession", action(s, s.refreshSession))
+	r.With(need(auth.PermAccountRead)).Get("/xrpc/com.atproto.server.getSession", query(s, s.getSession))
+	r.Post("/xrpc/com.atproto.server.deleteSession", action(s, s.deleteSession))
+	r.With(need(auth.PermAccountManage)).Post("/xrpc/com.atproto.server.createAppPassword", procedure(s, maxJSONBody, s.createAppPassword))
+	r.With(need(auth.PermAccountManage)).Get("/xrpc/com.atproto.server.listAppPasswords", query(s, s.listAppPasswords))
+	r.With(need(auth.PermAccountManage)).Post("/xrpc/com.atproto.server.revokeAppPassword", procedure(s, maxJSONBody, s.revokeAppPassword))
+	r.With(need(auth.PermAccountRead)).Get("/xrpc/com.atproto.server.checkAccountStatus", query(s, s.checkAccountStatus))
+	r.With(need(auth.PermAccountManage)).Post("/xrpc/com.atproto.server.activateAccount", action(s, s.activateAccount))
+	r.With(need(auth.PermAccountManage)).Post("/xrpc/com.atproto.server.deactivateAccount", procedure(s, maxJSONBody, s.deactivateAccount))
+	r.Post("/xrpc/com.atproto.server.deleteAccount", procedure(s, maxJSONBody, s.deleteAccount))
 
 	em := newEmailAPI(s, d.Email)
-	r.With(need(auth.PermAccountEmail)).Post("/xrpc/com.atproto.server.requestEmailConfirmation", em.requestEmailConfirmation)
-	r.With(need(auth.PermAccountEmail)).Post("/xrpc/com.atproto.server.confirmEmail", em.confirmEmail)
-	r.With(need(auth.PermAccountManage)).Post("/xrpc/com.atproto.server.requestEmailUpdate", em.requestEmailUpdate)
-	r.With(need(auth.PermAccountEmail)).Post("/xrpc/com.atproto.server.updateEmail", em.updateEmail)
-	r.Post("/xrpc/com.atproto.server.requestPasswordReset", em.requestPasswordReset)
-	r.Post("/xrpc/com.atproto.server.resetPassword", em.resetPassword)
-	r.With(need(auth.PermAccountManage)).Post("/xrpc/com.atproto.server.requestAccountDelete", em.requestAccountDelete)
-	r.With(need(auth.PermIdentityPLC)).Post("/xrpc/com.atproto.identity.requestPlcOperationSignature", em.requestPlcOperationSignature)
+	r.With(need(auth.PermAccountEmail)).Post("/xrpc/com.atproto.server.requestEmailConfirmation", action(s, em.requestEmailConfirmation))
+	r.With(need(auth.PermAccountEmail)).Post("/xrpc/com.atproto.server.confirmEmail", procedure(s, maxJSONBody, em.confirmEmail))
+	r.With(need(auth.PermAccountManage)).Post("/xrpc/com.atproto.server.requestEmailUpdate", action(s, em.requestEmailUpdate))
+	r.With(need(auth.PermAccountEmail)).Post("/xrpc/com.atproto.server.updateEmail", procedure(s, maxJSONBody, em.updateEmail))
+	r.Post("/xrpc/com.atproto.server.requestPasswordReset", procedure(s, maxJSONBody, em.requestPasswordReset))
+	r.Post("/xrpc/com.atproto.server.resetPassword", procedure(s, maxJSONBody, em.resetPassword))
+	r.With(need(auth.PermAccountManage)).Post("/xrpc/com.atproto.server.requestAccountDelete", action(s, em.requestAccountDelete))
+	r.With(need(auth.PermIdentityPLC)).Post("/xrpc/com.atproto.identity.requestPlcOperationSignature", action(s, em.requestPlcOperationSignature))
 
 	// com.atproto.admin (and createInviteCode): HTTP Basic admin only
 	ad := newAdminAPI(s, d.Email)
 	admin := r.With(need(auth.PermAdmin)) // requireAuth counts admin attempts (limitAdmin)
-	admin.Get("/xrpc/com.atproto.admin.getAccountInfo", ad.getAccountInfo)
-	admin.Get("/xrpc/com.atproto.admin.getAccountInfos", ad.getAccountInfos)
-	admin.Post("/xrpc/com.atproto.admin.updateAccountPassword", ad.updateAccountPassword)
-	admin.Post("/xrpc/com.atproto.admin.updateAccountEmail", ad.updateAccountEmail)
-	admin.Post("/xrpc/com.atproto.admin.updateAccountHandle", ad.updateAccountHandle)
-	admin.Post("/xrpc/com.atproto.admin.sendEmail", ad.sendEmail)
-	admin.Post("/xrpc/com.atproto.server.createInviteCode", s.createInviteCode)
-	admin.Get("/xrpc/com.atproto.admin.getInviteCodes", ad.getInviteCodes)
-	admin.Post("/xrpc/com.atproto.admin.disableInviteCodes", ad.disableInviteCodes)
-	admin.Post("/xrpc/com.atproto.admin.disableAccountInvites", ad.setAccountInvites(true))
-	admin.Post("/xrpc/com.atproto.admin.enableAccountInvites", ad.setAccountInvites(false))
-	admin.Post("/xrpc/com.atproto.admin.updateSubjectStatus", ad.updateSubjectStatus)
-	admin.Get("/xrpc/com.atproto.admin.getSubjectStatus", ad.getSubjectStatus)
-	admin.Post("/xrpc/com.atproto.admin.deleteAccount", ad.deleteAccount)
-	admin.Post(EmailTokensPath, ad.issueEmailTokens) // not XRPC: the operator's CLI
+	admin.Get("/xrpc/com.atproto.admin.getAccountInfo", query(s, ad.getAccountInfo))
+	admin.Get("/xrpc/com.atproto.admin.getAccountInfos", query(s, ad.getAccountInfos))
+	admin.Post("/xrpc/com.atproto.admin.updateAccountPassword", procedure(s, maxJSONBody, ad.updateAccountPassword))
+	admin.Post("/xrpc/com.atproto.admin.updateAccountEmail", ad.withEmail(procedure(s, maxJSONBody, ad.updateAccountEmail)))
+	admin.Post("/xrpc/com.atproto.admin.updateAccountHandle", procedure(s, maxJSONBody, ad.updateAccountHandle))
+	admin.Post("/xrpc/com.atproto.admin.sendEmail", ad.withEmail(procedure(s, maxJSONBody, ad.sendEmail)))
+	admin.Post("/xrpc/com.atproto.server.createInviteCode", procedure(s, maxJSONBody, s.createInviteCode))
+	admin.Get("/xrpc/com.atproto.admin.getInviteCodes", query(s, ad.getInviteCodes))
+	admin.Post("/xrpc/com.atproto.admin.disableInviteCodes", procedure(s, maxJSONBody, ad.disableInviteCodes))
+	admin.Post("/xrpc/com.atproto.admin.disableAccountInvites", procedure(s, maxJSONBody, ad.setAccountInvites(true)))
+	admin.Post("/xrpc/com.atproto.admin.enableAccountInvites", procedure(s, maxJSONBody, ad.setAccountInvites(false)))
+	admin.Post("/xrpc/com.atproto.admin.updateSubjectStatus", procedure(s, maxJSONBody, ad.updateSubjectStatus))
+	admin.Get("/xrpc/com.atproto.admin.getSubjectStatus", query(s, ad.getSubjectStatus))
+	admin.Post("/xrpc/com.atproto.admin.deleteAccount", procedure(s, maxJSONBody, ad.deleteAccount))
+	admin.Post(EmailTokensPath, ad.issueEmailTokens) // not XRPC: `pds account tokens`
 
 	// com.atproto.repo
-	r.With(need(auth.PermRepoWrite)).Post("/xrpc/com.atproto.repo.createRecord", procedure(s, maxRecordBody, s.doCreateRecord))
-	r.With(need(auth.PermRepoWrite)).Post("/xrpc/com.atproto.repo.putRecord", procedure(s, maxRecordBody, s.doPutRecord))
-	r.With(need(auth.PermRepoWrite)).Post("/xrpc/com.atproto.repo.deleteRecord", procedure(s, maxJSONBody, s.doDeleteRecord))
-	r.With(need(auth.PermRepoWrite)).Post("/xrpc/com.atproto.repo.applyWrites", procedure(s, maxRecordBody, s.doApplyWrites))
-	r.With(s.requireAvailableRepo).Get("/xrpc/com.atproto.repo.getRecord", s.getRecord)
-	r.With(s.requireAvailableRepo).Get("/xrpc/com.atproto.repo.listRecords", s.listRecords)
-	r.With(s.requireAvailableRepo).Get("/xrpc/com.atproto.repo.describeRepo", s.describeRepo)
-	r.With(streamDeadlines, need(auth.PermBlobWrite)).Post("/xrpc/com.atproto.repo.uploadBlob", s.uploadBlob)
-	r.With(need(auth.PermAccountManage)).Post("/xrpc/com.atproto.repo.importRepo", s.importRepo)
-	r.With(need(auth.PermAccountRead)).Get("/xrpc/com.atproto.repo.listMissingBlobs", s.listMissingBlobs)
+	r.With(need(auth.PermRepoWrite)).Post("/xrpc/com.atproto.repo.createRecord", procedure(s, maxRecordBody, s.createRecord))
+	r.With(need(auth.PermRepoWrite)).Post("/xrpc/com.atproto.repo.putRecord", procedure(s, maxRecordBody, s.putRecord))
+	r.With(need(auth.PermRepoWrite)).Post("/xrpc/com.atproto.repo.deleteRecord", procedure(s, maxJSONBody, s.deleteRecord))
+	r.With(need(auth.PermRepoWrite)).Post("/xrpc/com.atproto.repo.applyWrites", procedure(s, maxRecordBody, s.applyWrites))
+	r.With(s.requireAvailableRepo, s.foreignToAppView).Get("/xrpc/com.atproto.repo.getRecord", query(s, s.getRecord))
+	r.With(s.requireAvailableRepo, s.foreignToAppView).Get("/xrpc/com.atproto.repo.listRecords", query(s, s.listRecords))
+	r.With(s.requireAvailableRepo).Get("/xrpc/com.atproto.repo.describeRepo", query(s, s.describeRepo))
+	r.With(streamDeadlines, need(auth.PermBlobWrite)).Post("/xrpc/com.atproto.repo.uploadBlob", rawInput(s, s.uploadBlob))
+	r.With(need(auth.PermAccountManage)).Post("/xrpc/com.atproto.repo.importRepo", rawInput(s, s.importRepo))
+	r.With(need(auth.PermAccountRead)).Get("/xrpc/com.atproto.repo.listMissingBlobs", query(s, s.listMissingBlobs))
 
 	// com.atproto.identity
-	r.Get("/xrpc/com.atproto.identity.resolveHandle", s.resolveHandle)
-	r.Get("/xrpc/com.atproto.identity.resolveDid", s.resolveDid)
-	r.With(need(auth.PermIdentityHandle)).Post("/xrpc/com.atproto.identity.updateHandle", s.updateHandle)
-	r.With(need(auth.PermAccountRead)).Get("/xrpc/com.atproto.identity.getRecommendedDidCredentials", s.getRecommendedDidCredentials)
-	r.With(need(auth.PermIdentityPLC)).Post("/xrpc/com.atproto.identity.signPlcOperation", s.signPlcOperation)
-	r.With(need(auth.PermIdentityPLC)).Post("/xrpc/com.atproto.identity.submitPlcOperation", s.submitPlcOperation)
-	r.With(need(auth.PermRPC)).Get("/xrpc/com.atproto.server.getServiceAuth", s.getServiceAuth)
+	r.Get("/xrpc/com.atproto.identity.resolveHandle", query(s, s.resolveHandle))
+	r.Get("/xrpc/com.atproto.identity.resolveDid", query(s, s.resolveDid))
+	r.With(need(auth.PermIdentityHandle)).Post("/xrpc/com.atproto.identity.updateHandle", procedure(s, maxJSONBody, s.updateHandle))
+	r.With(need(auth.PermAccountRead)).Get("/xrpc/com.atproto.identity.getRecommendedDidCredentials", query(s, s.getRecommendedDidCredentials))
+	r.With(need(auth.PermIdentityPLC)).Post("/xrpc/com.atproto.identity.signPlcOperation", procedure(s, maxJSONBody, s.signPlcOperation))
+	r.With(need(auth.PermIdentityPLC)).Post("/xrpc/com.atproto.identity.submitPlcOperation", procedure(s, maxJSONBody, s.submitPlcOperation))
+	r.With(need(auth.PermRPC)).Get("/xrpc/com.atproto.server.getServiceAuth", query(s, s.getServiceAuth))
 
 	// app.bsky served here; the rest is proxied
-	r.With(need(auth.PermPreferences)).Get("/xrpc/app.bsky.actor.getPreferences", s.getPreferences)
-	r.With(need(auth.PermPreferences)).Post("/xrpc/app.bsky.actor.putPreferences", s.putPreferences)
-	r.With(need(auth.PermRPC)).Get("/xrpc/app.bsky.feed.getFeed", s.getFeed)
-	r.With(need(auth.PermRPC)).Post("/xrpc/app.bsky.notification.registerPush", s.registerPush)
+	r.With(need(auth.PermPreferences), s.proxiedElsewhere, s.appViewScope).Get("/xrpc/app.bsky.actor.getPreferences", query(s, s.getPreferences))
+	r.With(need(auth.PermPreferences), s.proxiedElsewhere, s.appViewScope).Post("/xrpc/app.bsky.actor.putPreferences", procedure(s, maxJSONBody, s.putPreferences))
+	r.With(need(auth.PermRPC)).Get("/xrpc/app.bsky.feed.getFeed", proxied(s.getFeed))
+	r.With(need(auth.PermRPC)).Post("/xrpc/app.bsky.notification.registerPush", proxied(s.registerPush))
 
 	// com.atproto.sync
-	r.Get("/xrpc/com.atproto.sync.subscribeRepos", s.subscribeRepos)
-	r.With(streamDeadlines, s.requireAvailableRepo).Get("/xrpc/com.atproto.sync.getRepo", s.getRepo)
-	r.With(s.requireAvailableRepo).Get("/xrpc/com.atproto.sync.getLatestCommit", s.getLatestCommit)
-	r.With(s.requireAvailableRepo).Get("/xrpc/com.atproto.sync.getRecord", s.syncGetRecord)
-	r.With(s.requireAvailableRepo).Get("/xrpc/com.atproto.sync.getBlocks", s.getBlocks)
-	r.Get("/xrpc/com.atproto.sync.listRepos", s.listRepos)
-	r.Get("/xrpc/com.atproto.sync.getRepoStatus", s.getRepoStatus)
-	r.With(s.requireAvailableRepo).Get("/xrpc/com.atproto.sync.getHead", s.getHead)
-	r.With(streamDeadlines, s.requireAvailableRepo).Get("/xrpc/com.atproto.sync.getCheckout", s.getCheckout)
-	r.With(streamDeadlines, s.requireAvailableRepo).Get("/xrpc/com.atproto.sync.getBlob", s.getBlob)
-	r.With(s.requireAvailableRepo).Get("/xrpc/com.atproto.sync.listBlobs", s.listBlobs)
+	r.Get("/xrpc/com.atproto.sync.subscribeRepos", firehose(s, s.subscribeRepos))
+	r.With(streamDeadlines, s.requireAvailableRepo).Get("/xrpc/com.atproto.sync.getRepo", stream(s, s.getRepo))
+	r.With(s.requireAvailableRepo).Get("/xrpc/com.atproto.sync.getLatestCommit", query(s, s.getLatestCommit))
+	r.With(s.requireAvailableRepo).Get("/xrpc/com.atproto.sync.getRecord", stream(s, s.syncGetRecord))
+	r.With(s.requireAvailableRepo).Get("/xrpc/com.atproto.sync.getBlocks", stream(s, s.getBlocks))
+	r.Get("/xrpc/com.atproto.sync.listRepos", query(s, s.listRepos))
+	r.Get("/xrpc/com.atproto.sync.getRepoStatus", query(s, s.getRepoStatus))
+	r.With(s.requireAvailableRepo).Get("/xrpc/com.atproto.sync.getHead", query(s, s.getHead))
+	r.With(streamDeadlines, s.requireAvailableRepo).Get("/xrpc/com.atproto.sync.getCheckout", stream(s, s.getCheckout))
+	r.With(streamDeadlines, s.requireAvailableRepo).Get("/xrpc/com.atproto.sync.getBlob", stream(s, s.getBlob))
+	r.With(s.requireAvailableRepo).Get("/xrpc/com.atproto.sync.listBlobs", query(s, s.listBlobs))
 
 	// Remember which method each local XRPC route takes, so that a call with
 	// the wrong one is refused rather than proxied.
@@ -275,7 +274,7 @@ func NewRouter(d Deps) http.Handler {
 	// (see checkQueryParams), except the few that are not about auth.
 	global := len(r.Middlewares())
 	ptr := func(mw func(http.Handler) http.Handler) uintptr { return reflect.ValueOf(mw).Pointer() }
-	notAuth := map[uintptr]bool{ptr(streamDeadlines): true, ptr(s.requireAvailableRepo): true}
+	notAuth := map[uintptr]bool{ptr(streamDeadlines): true, ptr(s.requireAvailableRepo): true, ptr(s.foreignToAppView): true, ptr(s.proxiedElsewhere): true}
 	_ = chi.Walk(r, func(method, route string, _ http.Handler, mws ...func(http.Handler) http.Handler) error {
 		if nsid, ok := strings.CutPrefix(route, "/xrpc/"); ok {
 			s.local[nsid] = method

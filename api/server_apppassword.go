@@ -1,53 +1,51 @@
 package api
 
 import (
+	"context"
 	"errors"
-	"net/http"
 
 	"github.com/pdsbox/pds/auth"
 )
 
-func (s *server) createAppPassword(w http.ResponseWriter, r *http.Request) {
-	var in appPasswordInput
-	if err := decodeJSON(w, r, maxJSONBody, &in); err != nil {
-		writeError(w, r, s.log, err)
-		return
-	}
+// appPasswordView is an app password as listAppPasswords and
+// createAppPassword answer it (the password itself only once, on creation).
+type appPasswordView struct {
+	Name       string `json:"name"`
+	Password   string `json:"password,omitempty"`
+	CreatedAt  string `json:"createdAt"`
+	Privileged bool   `json:"privileged"`
+}
+
+func (s *server) createAppPassword(ctx context.Context, in *appPasswordInput) (*appPasswordView, error) {
 	// The name rule (trimmed, 1 to auth.MaxAppPasswordNameLength
 	// characters) is auth's.
-	ap, err := s.auth.CreateAppPassword(r.Context(), in.Name, in.Privileged)
+	ap, err := s.auth.CreateAppPassword(ctx, in.Name, in.Privileged)
 	if err != nil {
-		writeError(w, r, s.log, err)
-		return
+		return nil, err
 	}
-	writeJSON(w, http.StatusOK, map[string]any{
-		"name": ap.Name, "password": ap.Password, "createdAt": ap.CreatedAt.UTC().Format(timeFormat), "privileged": ap.Privileged,
-	})
+	return &appPasswordView{Name: ap.Name, Password: ap.Password, CreatedAt: ap.CreatedAt.UTC().Format(timeFormat), Privileged: ap.Privileged}, nil
 }
 
-func (s *server) listAppPasswords(w http.ResponseWriter, r *http.Request) {
-	aps, err := s.auth.ListAppPasswords(r.Context())
+type listAppPasswordsOutput struct {
+	Passwords []appPasswordView `json:"passwords"`
+}
+
+func (s *server) listAppPasswords(ctx context.Context, _ *noParams) (*listAppPasswordsOutput, error) {
+	aps, err := s.auth.ListAppPasswords(ctx)
 	if err != nil {
-		writeError(w, r, s.log, err)
-		return
+		return nil, err
 	}
-	list := make([]map[string]any, 0, len(aps))
+	out := &listAppPasswordsOutput{Passwords: make([]appPasswordView, 0, len(aps))}
 	for _, ap := range aps {
-		list = append(list, map[string]any{"name": ap.Name, "createdAt": ap.CreatedAt.UTC().Format(timeFormat), "privileged": ap.Privileged})
+		out.Passwords = append(out.Passwords, appPasswordView{Name: ap.Name, CreatedAt: ap.CreatedAt.UTC().Format(timeFormat), Privileged: ap.Privileged})
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"passwords": list})
+	return out, nil
 }
 
-func (s *server) revokeAppPassword(w http.ResponseWriter, r *http.Request) {
-	var in appPasswordInput
-	if err := decodeJSON(w, r, maxJSONBody, &in); err != nil {
-		writeError(w, r, s.log, err)
-		return
+// revokeAppPassword of a name that does not exist is done already.
+func (s *server) revokeAppPassword(ctx context.Context, in *appPasswordInput) (*noOutput, error) {
+	if err := s.auth.RevokeAppPassword(ctx, in.Name); err != nil && !errors.Is(err, auth.ErrAppPasswordNotFound) {
+		return nil, err
 	}
-	err := s.auth.RevokeAppPassword(r.Context(), in.Name)
-	if err != nil && !errors.Is(err, auth.ErrAppPasswordNotFound) {
-		writeError(w, r, s.log, err)
-		return
-	}
-	w.WriteHeader(http.StatusOK)
+	return nil, nil
 }

@@ -1,28 +1,32 @@
 package api
 
 import (
-	"net/http"
+	"context"
 )
 
-func (s *server) describeServer(w http.ResponseWriter, r *http.Request) {
-	out := map[string]any{
-		"did":                  s.cfg.ServiceDID,
-		"availableUserDomains": s.cfg.AvailableUserDomains,
-		"inviteCodeRequired":   s.cfg.InviteRequired,
-		"links":                map[string]string{},
-		"contact":              map[string]string{},
+type describeServerOutput struct {
+	DID                  string   `json:"did"`
+	AvailableUserDomains []string `json:"availableUserDomains"`
+	InviteCodeRequired   bool     `json:"inviteCodeRequired"`
+	Links                struct {
+		PrivacyPolicy  string `json:"privacyPolicy,omitempty"`
+		TermsOfService string `json:"termsOfService,omitempty"`
+	} `json:"links"`
+	Contact struct {
+		Email string `json:"email,omitempty"`
+	} `json:"contact"`
+	BlobUploadLimit int64 `json:"blobUploadLimit,omitempty"`
+}
+
+func (s *server) describeServer(context.Context, *noParams) (*describeServerOutput, error) {
+	out := &describeServerOutput{
+		DID:                  s.cfg.ServiceDID,
+		AvailableUserDomains: s.cfg.AvailableUserDomains,
+		InviteCodeRequired:   s.cfg.InviteRequired,
+		BlobUploadLimit:      max(s.cfg.BlobUploadLimit, 0),
 	}
-	if s.cfg.BlobUploadLimit > 0 {
-		out["blobUploadLimit"] = s.cfg.BlobUploadLimit
-	}
-	if s.cfg.PrivacyPolicyURL != "" {
-		out["links"].(map[string]string)["privacyPolicy"] = s.cfg.PrivacyPolicyURL
-	}
-	if s.cfg.TermsOfServiceURL != "" {
-		out["links"].(map[string]string)["termsOfService"] = s.cfg.TermsOfServiceURL
-	}
-	if s.cfg.ContactEmail != "" {
-		out["contact"].(map[string]string)["email"] = s.cfg.ContactEmail
-	}
-	writeJSON(w, http.StatusOK, out)
+	out.Links.PrivacyPolicy = s.cfg.PrivacyPolicyURL
+	out.Links.TermsOfService = s.cfg.TermsOfServiceURL
+	out.Contact.Email = s.cfg.ContactEmail
+	return out, nil
 }

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"net/http"
 	"time"
 
@@ -41,39 +42,25 @@ var errNoEmailFlows = xerr(http.StatusNotImplemented, "MethodNotImplemented", "e
 // accountKey keys the per-account limits: there is one account.
 const accountKey = "account"
 
-// limited consumes one request of method's budget for key and answers 429
-// when it is spent.
-func (e *emailAPI) limited(w http.ResponseWriter, r *http.Request, method, key string) bool {
+// limit consumes one request of method's budget for key: 429 when it is
+// spent, 501 on a server without email flows.
+func (e *emailAPI) limit(ctx context.Context, method, key string) error {
 	if e.email == nil {
-		writeError(w, r, e.s.log, errNoEmailFlows)
-		return true
+		return errNoEmailFlows
 	}
 	var checks []limitCheck
 	for _, l := range e.limits[method] {
 		checks = append(checks, limitCheck{l, key})
 	}
-	if err := rateLimit(w, checks...); err != nil {
-		writeError(w, r, e.s.log, err)
-		return true
-	}
-	return false
-}
-
-// done answers an empty 200, as the reference does for these procedures.
-func (e *emailAPI) done(w http.ResponseWriter, r *http.Request, err error) {
-	if err != nil {
-		writeError(w, r, e.s.log, err)
-		return
-	}
-	w.WriteHeader(http.StatusOK)
+	return rateLimit(responseHeader(ctx), checks...)
 }
 
 // requestEmailConfirmation: POST, no input.
-func (e *emailAPI) requestEmailConfirmation(w http.ResponseWriter, r *http.Request) {
-	if e.limited(w, r, "requestEmailConfirmation", accountKey) {
-		return
+func (e *emailAPI) requestEmailConfirmation(ctx context.Context) (*noOutput, error) {
+	if err := e.limit(ctx, "requestEmailConfirmation", accountKey); err != nil {
+		return nil, err
 	}
-	e.done(w, r, e.email.RequestConfirmation(r.Context()))
+	return nil, e.email.RequestConfirmation(ctx)
 }
 
 type confirmEmailInput struct {
@@ -81,32 +68,29 @@ type confirmEmailInput struct {
 	Token string `json:"token"`
 }
 
-func (e *emailAPI) confirmEmail(w http.ResponseWriter, r *http.Request) {
-	var in confirmEmailInput
-	if err := decodeJSON(w, r, maxJSONBody, &in); err != nil {
-		writeError(w, r, e.s.log, err)
-		return
-	}
+func (e *emailAPI) confirmEmail(ctx context.Context, in *confirmEmailInput) (*noOutput, error) {
 	if in.Email == "" || in.Token == "" {
-		writeError(w, r, e.s.log, invalidRequest("email and token are required"))
-		return
+		return nil, invalidRequest("email and token are required")
 	}
-	if e.limited(w, r, "confirmEmail", accountKey) {
-		return
+	if err := e.limit(ctx, "confirmEmail", accountKey); err != nil {
+		return nil, err
 	}
-	e.done(w, r, e.email.Confirm(r.Context(), in.Email, in.Token))
+	return nil, e.email.Confirm(ctx, in.Email, in.Token)
 }
 
-func (e *emailAPI) requestEmailUpdate(w http.ResponseWriter, r *http.Request) {
-	if e.limited(w, r, "requestEmailUpdate", accountKey) {
-		return
+type requestEmailUpdateOutput struct {
+	TokenRequired bool `json:"tokenRequired"`
+}
+
+func (e *emailAPI) requestEmailUpdate(ctx context.Context) (*requestEmailUpdateOutput, error) {
+	if err := e.limit(ctx, "requestEmailUpdate", accountKey); err != nil {
+		return nil, err
 	}
-	required, err := e.email.RequestUpdate(r.Context())
+	required, err := e.email.RequestUpdate(ctx)
 	if err != nil {
-		writeError(w, r, e.s.log, err)
-		return
+		return nil, err
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"tokenRequired": required})
+	return &requestEmailUpdateOutput{TokenRequired: required}, nil
 }
 
 type updateEmailInput struct {
@@ -115,20 +99,14 @@ type updateEmailInput struct {
 	Token           string `json:"token"`
 }
 
-func (e *emailAPI) updateEmail(w http.ResponseWriter, r *http.Request) {
-	var in updateEmailInput
-	if err := decodeJSON(w, r, maxJSONBody, &in); err != nil {
-		writeError(w, r, e.s.log, err)
-		return
-	}
+func (e *emailAPI) updateEmail(ctx context.Context, in *updateEmailInput) (*noOutput, error) {
 	if in.Email == "" {
-		writeError(w, r, e.s.log, invalidRequest("email is required"))
-		return
+		return nil, invalidRequest("email is required")
 	}
-	if e.limited(w, r, "updateEmail", accountKey) {
-		return
+	if err := e.limit(ctx, "updateEmail", accountKey); err != nil {
+		return nil, err
 	}
-	e.done(w, r, e.email.Update(r.Context(), in.Email, in.Token, in.EmailAuthFactor))
+	return nil, e.email.Update(ctx, in.Email, in.Token, in.EmailAuthFactor)
 }
 
 type requestPasswordResetInput struct {
@@ -137,20 +115,14 @@ type requestPasswordResetInput struct {
 
 // requestPasswordReset needs no auth and answers 200 whether or not the
 // address is the account's.
-func (e *emailAPI) requestPasswordReset(w http.ResponseWriter, r *http.Request) {
-	var in requestPasswordResetInput
-	if err := decodeJSON(w, r, maxJSONBody, &in); err != nil {
-		writeError(w, r, e.s.log, err)
-		return
-	}
+func (e *emailAPI) requestPasswordReset(ctx context.Context, in *requestPasswordResetInput) (*noOutput, error) {
 	if in.Email == "" {
-		writeError(w, r, e.s.log, invalidRequest("email is required"))
-		return
+		return nil, invalidRequest("email is required")
 	}
-	if e.limited(w, r, "requestPasswordReset", e.s.clientIP(r)) {
-		return
+	if err := e.limit(ctx, "requestPasswordReset", e.s.clientIP(requestOf(ctx))); err != nil {
+		return nil, err
 	}
-	e.done(w, r, e.email.RequestPasswordReset(r.Context(), in.Email))
+	return nil, e.email.RequestPasswordReset(ctx, in.Email)
 }
 
 type resetPasswordInput struct {
@@ -158,32 +130,26 @@ type resetPasswordInput struct {
 	Password string `json:"password"`
 }
 
-func (e *emailAPI) resetPassword(w http.ResponseWriter, r *http.Request) {
-	var in resetPasswordInput
-	if err := decodeJSON(w, r, maxJSONBody, &in); err != nil {
-		writeError(w, r, e.s.log, err)
-		return
-	}
+func (e *emailAPI) resetPassword(ctx context.Context, in *resetPasswordInput) (*noOutput, error) {
 	if in.Token == "" || in.Password == "" {
-		writeError(w, r, e.s.log, invalidRequest("token and password are required"))
-		return
+		return nil, invalidRequest("token and password are required")
 	}
-	if e.limited(w, r, "resetPassword", e.s.clientIP(r)) {
-		return
+	if err := e.limit(ctx, "resetPassword", e.s.clientIP(requestOf(ctx))); err != nil {
+		return nil, err
 	}
-	e.done(w, r, e.email.ResetPassword(r.Context(), in.Token, in.Password))
+	return nil, e.email.ResetPassword(ctx, in.Token, in.Password)
 }
 
-func (e *emailAPI) requestAccountDelete(w http.ResponseWriter, r *http.Request) {
-	if e.limited(w, r, "requestAccountDelete", accountKey) {
-		return
+func (e *emailAPI) requestAccountDelete(ctx context.Context) (*noOutput, error) {
+	if err := e.limit(ctx, "requestAccountDelete", accountKey); err != nil {
+		return nil, err
 	}
-	e.done(w, r, e.email.RequestAccountDelete(r.Context()))
+	return nil, e.email.RequestAccountDelete(ctx)
 }
 
-func (e *emailAPI) requestPlcOperationSignature(w http.ResponseWriter, r *http.Request) {
-	if e.limited(w, r, "requestPlcOperationSignature", accountKey) {
-		return
+func (e *emailAPI) requestPlcOperationSignature(ctx context.Context) (*noOutput, error) {
+	if err := e.limit(ctx, "requestPlcOperationSignature", accountKey); err != nil {
+		return nil, err
 	}
-	e.done(w, r, e.email.RequestPLCOperationSignature(r.Context()))
+	return nil, e.email.RequestPLCOperationSignature(ctx)
 }

@@ -1,10 +1,14 @@
 package api
 
 import (
-	"net/http"
+	"context"
 
 	"github.com/bluesky-social/indigo/atproto/syntax"
 )
+
+type createInviteCodeOutput struct {
+	Code string `json:"code"`
+}
 
 type createInviteCodeInput struct {
 	UseCount   *int64 `json:"useCount"`
@@ -15,30 +19,21 @@ type createInviteCodeInput struct {
 // single-account server has exactly one, good for creating that account.
 // `pds account invite` asks a running server this way, as `pds account
 // create` asks it to create the account.
-func (s *server) createInviteCode(w http.ResponseWriter, r *http.Request) {
-	var in createInviteCodeInput
-	if err := decodeJSON(w, r, maxJSONBody, &in); err != nil {
-		writeError(w, r, s.log, err)
-		return
-	}
+func (s *server) createInviteCode(_ context.Context, in *createInviteCodeInput) (*createInviteCodeOutput, error) {
 	if in.UseCount == nil {
-		writeError(w, r, s.log, invalidRequest("Input must have the property \"useCount\""))
-		return
+		return nil, invalidRequest("Input must have the property \"useCount\"")
 	}
 	if *in.UseCount < 1 {
-		writeError(w, r, s.log, invalidRequest("Input/useCount must be an integer of at least 1"))
-		return
+		return nil, invalidRequest("Input/useCount must be an integer of at least 1")
 	}
 	if in.ForAccount != "" {
 		if _, err := syntax.ParseDID(in.ForAccount); err != nil {
-			writeError(w, r, s.log, invalidRequest("Input/forAccount must be a valid did"))
-			return
+			return nil, invalidRequest("Input/forAccount must be a valid did")
 		}
 	}
 	code, err := s.accounts.InviteCode()
 	if err != nil {
-		writeError(w, r, s.log, err)
-		return
+		return nil, err
 	}
-	writeJSON(w, http.StatusOK, map[string]string{"code": code})
+	return &createInviteCodeOutput{Code: code}, nil
 }

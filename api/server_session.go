@@ -2,7 +2,6 @@ package api
 
 import (
 	"context"
-	"net/http"
 
 	"github.com/pdsbox/pds/account"
 	"github.com/pdsbox/pds/auth"
@@ -17,30 +16,36 @@ type createAccountInput struct {
 	PLCOp      any    `json:"plcOp"`
 }
 
-// sessionOutput is the answer of createAccount, createSession and
-// refreshSession.
-// createSession and refreshSession set emailAuthFactor (withFactor).
-func (s *server) sessionOutput(sess *auth.Session) map[string]any {
-	out := map[string]any{
-		"accessJwt":       sess.AccessJWT,
-		"refreshJwt":      sess.RefreshJWT,
-		"handle":          sess.Handle.String(),
-		"did":             sess.DID.String(),
-		"emailConfirmed":  sess.EmailConfirmed,
-		"emailAuthFactor": false,
-		"active":          true,
+// sessionOutput is the answer of createSession, refreshSession and (without
+// the tokens) getSession.
+type sessionOutput struct {
+	AccessJWT       string `json:"accessJwt,omitempty"`
+	RefreshJWT      string `json:"refreshJwt,omitempty"`
+	Handle          string `json:"handle"`
+	DID             string `json:"did"`
+	Email           string `json:"email,omitempty"`
+	EmailConfirmed  bool   `json:"emailConfirmed"`
+	EmailAuthFactor bool   `json:"emailAuthFactor"`
+	Active          bool   `json:"active"`
+	Status          string `json:"status,omitempty"`
+}
+
+func newSessionOutput(sess *auth.Session) *sessionOutput {
+	return &sessionOutput{
+		AccessJWT: sess.AccessJWT, RefreshJWT: sess.RefreshJWT,
+		Handle: sess.Handle.String(), DID: sess.DID.String(), Email: sess.Email,
+		EmailConfirmed: sess.EmailConfirmed, Active: true,
 	}
-	if sess.Email != "" {
-		out["email"] = sess.Email
-	}
-	return out
 }
 
 // withFactor sets out's emailAuthFactor.
-func (s *server) withFactor(ctx context.Context, out map[string]any) (map[string]any, error) {
+func (s *server) withFactor(ctx context.Context, out *sessionOutput) (*sessionOutput, error) {
 	factor, err := s.emailAuthFactor(ctx)
-	out["emailAuthFactor"] = factor
-	return out, err
+	if err != nil {
+		return nil, err
+	}
+	out.EmailAuthFactor = factor
+	return out, nil
 }
 
 // emailAuthFactor reports whether the email second factor is on.
@@ -67,113 +72,84 @@ type createSessionInput struct {
 	AllowTakendown  bool   `json:"allowTakendown"`
 }
 
-func (s *server) createSession(w http.ResponseWriter, r *http.Request) {
-	var in createSessionInput
-	if err := decodeJSON(w, r, maxJSONBody, &in); err != nil {
-		writeError(w, r, s.log, err)
-		return
-	}
+func (s *server) createSession(ctx context.Context, in *createSessionInput) (*sessionOutput, error) {
 	if in.Identifier == "" || in.Password == "" {
-		writeError(w, r, s.log, invalidRequest("identifier and password are required"))
-		return
+		return nil, invalidRequest("identifier and password are required")
 	}
 	// Per address always; per identifier (all spellings of the account
 	// share one budget) unless the address is one the owner recently used,
 	// so guesses against the owner's handle cannot lock the owner out.
-	addr := s.addrKey(r)
+	addr := s.addrKey(requestOf(ctx))
 	known := s.knownAddrs.Known(addr)
 	checks := []limitCheck{{s.loginIP, addr}}
 	if !known {
 		checks = append(checks, limitCheck{s.loginID, s.auth.LoginKey(in.Identifier)})
 	}
-	if err := rateLimit(w, checks...); err != nil {
-		writeError(w, r, s.log, err)
-		return
+	if err := rateLimit(responseHeader(ctx), checks...); err != nil {
+		return nil, err
 	}
-	sess, err := s.login(auth.WithPriorityIf(r.Context(), known), &in)
-	if err == nil {
-		// As the reference: the right password of a taken-down account
-		// answers AccountTakedown, and no session is handed out.
-		if err = s.accounts.CheckStatus(r.Context(), account.ActionAuthenticate); err != nil {
-			_ = s.auth.RevokeSession(r.Context(), sess.RefreshJWT)
-		}
-	}
+	sess, err := s.login(auth.WithPriorityIf(ctx, known), in)
 	if err != nil {
-		writeError(w, r, s.log, err)
-		return
+		return nil, err
+	}
+	// As the reference: the right password of a taken-down account
+	// answers AccountTakedown, and no session is handed out.
+	if err := s.accounts.CheckStatus(ctx, account.ActionAuthenticate); err != nil {
+		_ = s.auth.RevokeSession(ctx, sess.RefreshJWT)
+		return nil, err
 	}
 	s.knownAddrs.Remember(addr)
-	out, err := s.withFactor(r.Context(), s.sessionOutput(sess))
-	if err != nil {
-		writeError(w, r, s.log, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, out)
+	return s.withFactor(ctx, newSessionOutput(sess))
 }
 
-func (s *server) refreshSession(w http.ResponseWriter, r *http.Request) {
-	tok, ok := bearer(r)
+// refreshSession takes no input: the refresh token is the credential.
+func (s *server) refreshSession(ctx context.Context) (*sessionOutput, error) {
+	tok, ok := bearer(requestOf(ctx))
 	if !ok {
-		writeError(w, r, s.log, errAuthMissing)
-		return
+		return nil, errAuthMissing
 	}
-	sess, err := s.auth.Refresh(r.Context(), tok)
+	sess, err := s.auth.Refresh(ctx, tok)
 	if err != nil {
-		writeError(w, r, s.log, err)
-		return
+		return nil, err
 	}
-	out, err := s.withFactor(r.Context(), s.sessionOutput(sess))
-	if err != nil {
-		writeError(w, r, s.log, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, out)
+	return s.withFactor(ctx, newSessionOutput(sess))
 }
 
-func (s *server) getSession(w http.ResponseWriter, r *http.Request) {
-	p := principalFrom(r.Context())
-	acct, err := s.accounts.Account(r.Context())
+func (s *server) getSession(ctx context.Context, _ *noParams) (*sessionOutput, error) {
+	acct, err := s.accounts.Account(ctx)
 	if err != nil {
-		writeError(w, r, s.log, err)
-		return
+		return nil, err
 	}
-	st, err := s.accounts.Status(r.Context())
+	st, err := s.accounts.Status(ctx)
 	if err != nil {
-		writeError(w, r, s.log, err)
-		return
+		return nil, err
 	}
-	factor, err := s.emailAuthFactor(r.Context())
+	factor, err := s.emailAuthFactor(ctx)
 	if err != nil {
-		writeError(w, r, s.log, err)
-		return
+		return nil, err
 	}
-	out := map[string]any{
-		"handle":          acct.Handle.String(),
-		"did":             acct.DID.String(),
-		"emailConfirmed":  !acct.EmailConfirmedAt.IsZero(),
-		"emailAuthFactor": factor,
-		"active":          st == account.StatusActive,
+	out := &sessionOutput{
+		EmailAuthFactor: factor,
+		Handle:          acct.Handle.String(),
+		DID:             acct.DID.String(),
+		EmailConfirmed:  !acct.EmailConfirmedAt.IsZero(),
+		Active:          st == account.StatusActive,
 	}
 	if st != account.StatusActive {
-		out["status"] = string(st)
+		out.Status = string(st)
 	}
-	if acct.Email != "" && p.Can(auth.PermAccountEmail) {
-		out["email"] = acct.Email
+	if principalFrom(ctx).Can(auth.PermAccountEmail) {
+		out.Email = acct.Email
 	}
-	writeJSON(w, http.StatusOK, out)
+	return out, nil
 }
 
-func (s *server) deleteSession(w http.ResponseWriter, r *http.Request) {
-	tok, ok := bearer(r)
+func (s *server) deleteSession(ctx context.Context) (*noOutput, error) {
+	tok, ok := bearer(requestOf(ctx))
 	if !ok {
-		writeError(w, r, s.log, errAuthMissing)
-		return
+		return nil, errAuthMissing
 	}
-	if err := s.auth.RevokeSession(r.Context(), tok); err != nil {
-		writeError(w, r, s.log, err)
-		return
-	}
-	w.WriteHeader(http.StatusOK)
+	return nil, s.auth.RevokeSession(ctx, tok)
 }
 
 type appPasswordInput struct {

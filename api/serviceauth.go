@@ -1,8 +1,8 @@
 package api
 
 import (
+	"context"
 	"net/http"
-	"strconv"
 	"strings"
 	"time"
 
@@ -10,28 +10,33 @@ import (
 	"github.com/pdsbox/pds/auth"
 )
 
-func (s *server) getServiceAuth(w http.ResponseWriter, r *http.Request) {
-	q := r.URL.Query()
-	aud := q.Get("aud")
+type getServiceAuthParams struct {
+	Aud string `query:"aud"`
+	LXM string `query:"lxm"`
+	Exp *int64 `query:"exp"`
+}
+
+type getServiceAuthOutput struct {
+	Token string `json:"token"`
+}
+
+func (s *server) getServiceAuth(ctx context.Context, p *getServiceAuthParams) (*getServiceAuthOutput, error) {
+	aud, lxm := p.Aud, p.LXM
 	audDID, _, _ := strings.Cut(aud, "#")
 	if _, err := syntax.ParseDID(audDID); err != nil {
-		writeError(w, r, s.log, invalidRequest("Invalid aud: %s", aud))
-		return
+		return nil, invalidRequest("Invalid aud: %s", aud)
 	}
-	lxm := q.Get("lxm")
 	if lxm != "" {
 		if _, err := syntax.ParseNSID(lxm); err != nil {
-			writeError(w, r, s.log, invalidRequest("Invalid lxm: %s", lxm))
-			return
+			return nil, invalidRequest("Invalid lxm: %s", lxm)
 		}
 		if protectedMethods[lxm] {
-			writeError(w, r, s.log, invalidRequest("cannot request a service auth token for the following protected method: %s", lxm))
-			return
+			return nil, invalidRequest("cannot request a service auth token for the following protected method: %s", lxm)
 		}
 	}
-	if lxm != "" && privilegedMethods[lxm] && !principalFrom(r.Context()).Can(auth.PermRPCPrivileged) {
-		writeError(w, r, s.log, invalidRequest("insufficient access to request a service auth token for the following method: %s", lxm))
-		return
+	principal := principalFrom(ctx)
+	if lxm != "" && privilegedMethods[lxm] && !principal.Can(auth.PermRPCPrivileged) {
+		return nil, invalidRequest("insufficient access to request a service auth token for the following method: %s", lxm)
 	}
 	// A scoped token mints service tokens only for the methods and
 	// services its rpc: permissions name, never method-less ones.
@@ -39,43 +44,32 @@ func (s *server) getServiceAuth(w http.ResponseWriter, r *http.Request) {
 	if rpcLXM == "" {
 		rpcLXM = "*"
 	}
-	if p := principalFrom(r.Context()); p.Scopes != nil {
-		if err := p.CanRPC(rpcLXM, aud); err != nil || lxm == "" {
-			writeError(w, r, s.log, &auth.ScopeMissingError{Scope: "rpc:" + rpcLXM + "?aud=" + aud})
-			return
+	if principal.Scopes != nil {
+		if err := principal.CanRPC(rpcLXM, aud); err != nil || lxm == "" {
+			return nil, &auth.ScopeMissingError{Scope: "rpc:" + rpcLXM + "?aud=" + aud}
 		}
 	}
 	now := time.Now()
 	ttl := defaultServiceAuthTTL
-	if v := q.Get("exp"); v != "" {
-		exp, err := strconv.ParseInt(v, 10, 64)
-		if err != nil {
-			writeError(w, r, s.log, invalidRequest("Invalid exp"))
-			return
-		}
-		ttl = time.Unix(exp, 0).Sub(now)
+	if p.Exp != nil {
+		ttl = time.Unix(*p.Exp, 0).Sub(now)
 		if ttl <= 0 {
-			writeError(w, r, s.log, xerr(http.StatusBadRequest, "BadExpiration", "expiration is in past"))
-			return
+			return nil, xerr(http.StatusBadRequest, "BadExpiration", "expiration is in past")
 		}
 		if ttl > maxServiceAuthTTL {
-			writeError(w, r, s.log, xerr(http.StatusBadRequest, "BadExpiration", "cannot request a token with an expiration more than an hour in the future"))
-			return
+			return nil, xerr(http.StatusBadRequest, "BadExpiration", "cannot request a token with an expiration more than an hour in the future")
 		}
 		if lxm == "" && ttl > maxServiceAuthTTLNoLXM {
-			writeError(w, r, s.log, xerr(http.StatusBadRequest, "BadExpiration", "cannot request a method-less token with an expiration more than a minute in the future"))
-			return
+			return nil, xerr(http.StatusBadRequest, "BadExpiration", "cannot request a method-less token with an expiration more than a minute in the future")
 		}
 	}
 	key, err := s.accounts.SigningKey()
 	if err != nil {
-		writeError(w, r, s.log, err)
-		return
+		return nil, err
 	}
-	tok, err := auth.SignServiceJWT(key, principalFrom(r.Context()).DID, aud, lxm, ttl, now)
+	tok, err := auth.SignServiceJWT(key, principal.DID, aud, lxm, ttl, now)
 	if err != nil {
-		writeError(w, r, s.log, err)
-		return
+		return nil, err
 	}
-	writeJSON(w, http.StatusOK, map[string]string{"token": tok})
+	return &getServiceAuthOutput{Token: tok}, nil
 }

@@ -7,36 +7,27 @@ import (
 	"github.com/ipfs/go-cid"
 )
 
-// ourDID checks the did parameter of sync methods against the account.
-func (s *server) ourDID(did string) error {
-	rp, err := s.accounts.Repo()
-	if err != nil || rp.DID().String() != did {
-		return xerr(http.StatusBadRequest, "RepoNotFound", "Could not find repo for DID: %s", did)
-	}
-	return s.repoTakendown(context.Background(), did)
+type getBlobParams struct {
+	DID string `query:"did"`
+	CID string `query:"cid"`
 }
 
-func (s *server) getBlob(w http.ResponseWriter, r *http.Request) {
-	q := r.URL.Query()
-	if err := s.ourDID(q.Get("did")); err != nil {
-		writeError(w, r, s.log, err)
-		return
+func (s *server) getBlob(w http.ResponseWriter, r *http.Request, p *getBlobParams) error {
+	if _, err := s.syncRepo(p.DID); err != nil {
+		return err
 	}
-	c, err := cid.Decode(q.Get("cid"))
+	c, err := cid.Decode(p.CID)
 	if err != nil {
-		writeError(w, r, s.log, invalidRequest("Invalid cid: %v", err))
-		return
+		return invalidRequest("Invalid cid: %v", err)
 	}
 	f, info, err := s.blobs.Open(r.Context(), c)
 	if err != nil {
-		writeError(w, r, s.log, err)
-		return
+		return err
 	}
 	defer f.Close()
 	if info.Refs == 0 || s.accounts.BlobTakedown(c.String()).Applied {
 		// Like the reference: an upload no record references is not served.
-		writeError(w, r, s.log, xerr(http.StatusBadRequest, "BlobNotFound", "Blob not found"))
-		return
+		return xerr(http.StatusBadRequest, "BlobNotFound", "Blob not found")
 	}
 	h := w.Header()
 	h.Set("Content-Type", info.MimeType)
@@ -47,31 +38,30 @@ func (s *server) getBlob(w http.ResponseWriter, r *http.Request) {
 	h.Set("Cache-Control", "public, max-age=31536000, immutable")
 	h.Set("ETag", "\""+c.String()+"\"")
 	http.ServeContent(w, r, "", info.CreatedAt, f)
+	return nil
 }
 
-func (s *server) listBlobs(w http.ResponseWriter, r *http.Request) {
-	q := r.URL.Query()
-	if err := s.ourDID(q.Get("did")); err != nil {
-		writeError(w, r, s.log, err)
-		return
+type listBlobsParams struct {
+	DID  string `query:"did"`
+	Page pageParams
+}
+
+type listBlobsOutput struct {
+	Cursor string   `json:"cursor,omitempty"`
+	CIDs   []string `json:"cids"`
+}
+
+func (s *server) listBlobs(ctx context.Context, p *listBlobsParams) (*listBlobsOutput, error) {
+	if _, err := s.syncRepo(p.DID); err != nil {
+		return nil, err
 	}
-	limit, err := intParam(q.Get("limit"), 500, 1, 1000)
+	cids, next, err := s.blobs.List(ctx, p.Page.Cursor, p.Page.Limit)
 	if err != nil {
-		writeError(w, r, s.log, err)
-		return
+		return nil, err
 	}
-	cids, next, err := s.blobs.List(r.Context(), q.Get("cursor"), limit)
-	if err != nil {
-		writeError(w, r, s.log, err)
-		return
-	}
-	list := make([]string, len(cids))
+	out := &listBlobsOutput{Cursor: next, CIDs: make([]string, len(cids))}
 	for i, c := range cids {
-		list[i] = c.String()
+		out.CIDs[i] = c.String()
 	}
-	out := map[string]any{"cids": list}
-	if next != "" {
-		out["cursor"] = next
-	}
-	writeJSON(w, http.StatusOK, out)
+	return out, nil
 }

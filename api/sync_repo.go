@@ -36,31 +36,31 @@ func (s *server) syncRepo(did string) (*repo.Repo, error) {
 
 const carContentType = "application/vnd.ipld.car"
 
-func (s *server) getRepo(w http.ResponseWriter, r *http.Request) {
-	q := r.URL.Query()
-	rp, err := s.syncRepo(q.Get("did"))
+type getRepoParams struct {
+	DID   string `query:"did"`
+	Since string `query:"since"`
+}
+
+func (s *server) getRepo(w http.ResponseWriter, r *http.Request, p *getRepoParams) error {
+	rp, err := s.syncRepo(p.DID)
 	if err != nil {
-		writeError(w, r, s.log, err)
-		return
+		return err
 	}
-	since := q.Get("since")
-	if since != "" {
-		if _, err := syntax.ParseTID(since); err != nil {
-			writeError(w, r, s.log, invalidRequest("Invalid since: %v", err))
-			return
+	if p.Since != "" {
+		if _, err := syntax.ParseTID(p.Since); err != nil {
+			return invalidRequest("Invalid since: %v", err)
 		}
 	}
-	s.writeExport(w, r, rp, since)
+	return s.writeExport(w, r, rp, p.Since)
 }
 
 // writeExport answers with the CAR of the head commit (or of the blocks
 // after since). The CAR is spooled first, so a slow client holds no
 // database transaction, and its length is known.
-func (s *server) writeExport(w http.ResponseWriter, r *http.Request, rp *repo.Repo, since string) {
+func (s *server) writeExport(w http.ResponseWriter, r *http.Request, rp *repo.Repo, since string) error {
 	exp, err := rp.OpenExport(r.Context(), since)
 	if err != nil {
-		writeError(w, r, s.log, err)
-		return
+		return err
 	}
 	defer exp.Close()
 	w.Header().Set("Content-Type", carContentType)
@@ -69,163 +69,176 @@ func (s *server) writeExport(w http.ResponseWriter, r *http.Request, rp *repo.Re
 	if _, err := io.Copy(w, exp.Reader()); err != nil && r.Context().Err() == nil {
 		s.log.Debug("export cut short", "err", err)
 	}
+	return nil
+}
+
+// didParams are the parameters of the sync methods that name only the
+// repository.
+type didParams struct {
+	DID string `query:"did"`
 }
 
 // getCheckout is the deprecated full-repository export.
-func (s *server) getCheckout(w http.ResponseWriter, r *http.Request) {
-	rp, err := s.syncRepo(r.URL.Query().Get("did"))
+func (s *server) getCheckout(w http.ResponseWriter, r *http.Request, p *didParams) error {
+	rp, err := s.syncRepo(p.DID)
 	if err != nil {
-		writeError(w, r, s.log, err)
-		return
+		return err
 	}
-	s.writeExport(w, r, rp, "")
+	return s.writeExport(w, r, rp, "")
 }
 
-func (s *server) getLatestCommit(w http.ResponseWriter, r *http.Request) {
-	rp, err := s.syncRepo(r.URL.Query().Get("did"))
+type getLatestCommitOutput struct {
+	CID string `json:"cid"`
+	Rev string `json:"rev"`
+}
+
+func (s *server) getLatestCommit(_ context.Context, p *didParams) (*getLatestCommitOutput, error) {
+	rp, err := s.syncRepo(p.DID)
 	if err != nil {
-		writeError(w, r, s.log, err)
-		return
+		return nil, err
 	}
 	c, rev, err := rp.Head()
 	if err != nil {
-		writeError(w, r, s.log, err)
-		return
+		return nil, err
 	}
-	writeJSON(w, http.StatusOK, map[string]string{"cid": c.String(), "rev": rev})
+	return &getLatestCommitOutput{CID: c.String(), Rev: rev}, nil
+}
+
+type getHeadOutput struct {
+	Root string `json:"root"`
 }
 
 // getHead is the deprecated form of getLatestCommit.
-func (s *server) getHead(w http.ResponseWriter, r *http.Request) {
-	rp, err := s.syncRepo(r.URL.Query().Get("did"))
+func (s *server) getHead(ctx context.Context, p *didParams) (*getHeadOutput, error) {
+	latest, err := s.getLatestCommit(ctx, p)
 	if err != nil {
-		writeError(w, r, s.log, err)
-		return
+		return nil, err
 	}
-	c, _, err := rp.Head()
-	if err != nil {
-		writeError(w, r, s.log, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, map[string]string{"root": c.String()})
+	return &getHeadOutput{Root: latest.CID}, nil
 }
 
-func (s *server) syncGetRecord(w http.ResponseWriter, r *http.Request) {
-	q := r.URL.Query()
-	err := func() error {
-		rp, err := s.syncRepo(q.Get("did"))
-		if err != nil {
-			return err
-		}
-		coll, err := parseCollection(q.Get("collection"))
-		if err != nil {
-			return err
-		}
-		rkey, err := parseRKey(q.Get("rkey"))
-		if err != nil {
-			return err
-		}
-		car, err := rp.RecordProof(coll, rkey)
-		if err != nil {
-			return err
-		}
-		w.Header().Set("Content-Type", carContentType)
-		w.Header().Set("Content-Length", strconv.Itoa(len(car)))
-		_, _ = w.Write(car)
-		return nil
-	}()
+type syncGetRecordParams struct {
+	DID        string `query:"did"`
+	Collection string `query:"collection"`
+	RKey       string `query:"rkey"`
+}
+
+func (s *server) syncGetRecord(w http.ResponseWriter, _ *http.Request, p *syncGetRecordParams) error {
+	rp, err := s.syncRepo(p.DID)
 	if err != nil {
-		writeError(w, r, s.log, err)
+		return err
 	}
+	coll, err := parseCollection(p.Collection)
+	if err != nil {
+		return err
+	}
+	rkey, err := parseRKey(p.RKey)
+	if err != nil {
+		return err
+	}
+	car, err := rp.RecordProof(coll, rkey)
+	if err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", carContentType)
+	w.Header().Set("Content-Length", strconv.Itoa(len(car)))
+	_, _ = w.Write(car)
+	return nil
 }
 
 // maxGetBlocks bounds one getBlocks request.
 const maxGetBlocks = 1000
 
-func (s *server) getBlocks(w http.ResponseWriter, r *http.Request) {
-	q := r.URL.Query()
-	err := func() error {
-		rp, err := s.syncRepo(q.Get("did"))
-		if err != nil {
-			return err
-		}
-		raw := q["cids"]
-		if len(raw) > maxGetBlocks {
-			return invalidRequest("at most %d cids per request", maxGetBlocks)
-		}
-		cids := make([]cid.Cid, 0, len(raw))
-		for _, v := range raw {
-			c, err := cid.Decode(v)
-			if err != nil {
-				return invalidRequest("Invalid cid %q: %v", v, err)
-			}
-			cids = append(cids, c)
-		}
-		// Each block once, streamed a chunk at a time (a block named 1,000
-		// times built a response 1,000 blocks long in memory).
-		w.Header().Set("Content-Type", carContentType)
-		cw := &countingWriter{w: w}
-		missing, err := rp.WriteBlocksCAR(r.Context(), cw, cids)
-		if len(missing) > 0 {
-			w.Header().Del("Content-Type")
-			ms := make([]string, len(missing))
-			for i, c := range missing {
-				ms[i] = c.String()
-			}
-			return xerr(http.StatusBadRequest, "BlockNotFound", "Could not find cids: %s", strings.Join(ms, ", "))
-		}
-		if err != nil && cw.n == 0 {
-			w.Header().Del("Content-Type")
-			return err
-		}
-		if err != nil && r.Context().Err() == nil {
-			s.log.Debug("getBlocks cut short", "err", err)
-		}
-		return nil
-	}()
+type getBlocksParams struct {
+	DID  string   `query:"did"`
+	CIDs []string `query:"cids"`
+}
+
+func (s *server) getBlocks(w http.ResponseWriter, r *http.Request, p *getBlocksParams) error {
+	rp, err := s.syncRepo(p.DID)
 	if err != nil {
-		writeError(w, r, s.log, err)
+		return err
 	}
+	if len(p.CIDs) > maxGetBlocks {
+		return invalidRequest("at most %d cids per request", maxGetBlocks)
+	}
+	cids := make([]cid.Cid, 0, len(p.CIDs))
+	for _, v := range p.CIDs {
+		c, err := cid.Decode(v)
+		if err != nil {
+			return invalidRequest("Invalid cid %q: %v", v, err)
+		}
+		cids = append(cids, c)
+	}
+	// Each block once, streamed a chunk at a time (a block named 1,000
+	// times built a response 1,000 blocks long in memory).
+	w.Header().Set("Content-Type", carContentType)
+	cw := &countingWriter{w: w}
+	missing, err := rp.WriteBlocksCAR(r.Context(), cw, cids)
+	if len(missing) > 0 {
+		w.Header().Del("Content-Type")
+		ms := make([]string, len(missing))
+		for i, c := range missing {
+			ms[i] = c.String()
+		}
+		return xerr(http.StatusBadRequest, "BlockNotFound", "Could not find cids: %s", strings.Join(ms, ", "))
+	}
+	if err != nil && cw.n == 0 {
+		w.Header().Del("Content-Type")
+		return err
+	}
+	if err != nil && r.Context().Err() == nil {
+		s.log.Debug("getBlocks cut short", "err", err)
+	}
+	return nil
 }
 
-func (s *server) listRepos(w http.ResponseWriter, r *http.Request) {
-	if _, err := intParam(r.URL.Query().Get("limit"), 500, 1, 1000); err != nil {
-		writeError(w, r, s.log, err)
-		return
-	}
-	repos := []map[string]any{}
+type listReposParams struct{ Page pageParams }
+
+// repoStatus is the status of the account's repository as listRepos and
+// getRepoStatus answer it.
+type repoStatus struct {
+	DID    string `json:"did"`
+	Head   string `json:"head,omitempty"`
+	Rev    string `json:"rev,omitempty"`
+	Active bool   `json:"active"`
+	Status string `json:"status,omitempty"`
+}
+
+type listReposOutput struct {
+	Repos []repoStatus `json:"repos"`
+}
+
+func (s *server) listRepos(ctx context.Context, p *listReposParams) (*listReposOutput, error) {
+	out := &listReposOutput{Repos: []repoStatus{}}
 	// One account: a cursor only ever points past it.
-	if rp, err := s.accounts.Repo(); err == nil && r.URL.Query().Get("cursor") == "" {
+	if rp, err := s.accounts.Repo(); err == nil && p.Page.Cursor == "" {
 		if c, rev, err := rp.Head(); err == nil {
-			row := map[string]any{"did": rp.DID().String(), "head": c.String(), "rev": rev}
-			s.repoStatusFields(r.Context(), row)
-			repos = append(repos, row)
+			row := repoStatus{DID: rp.DID().String(), Head: c.String(), Rev: rev}
+			s.repoStatusFields(ctx, &row)
+			out.Repos = append(out.Repos, row)
 		}
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"repos": repos})
+	return out, nil
 }
 
-func (s *server) getRepoStatus(w http.ResponseWriter, r *http.Request) {
-	did := r.URL.Query().Get("did")
-	if _, err := syntax.ParseDID(did); err != nil {
-		writeError(w, r, s.log, invalidRequest("Invalid did: %v", err))
-		return
+func (s *server) getRepoStatus(ctx context.Context, p *didParams) (*repoStatus, error) {
+	if _, err := syntax.ParseDID(p.DID); err != nil {
+		return nil, invalidRequest("Invalid did: %v", err)
 	}
 	rp, err := s.accounts.Repo()
-	if err != nil || rp.DID().String() != did {
-		writeError(w, r, s.log, xerr(http.StatusBadRequest, "RepoNotFound", "Could not find repo for DID: %s", did))
-		return
+	if err != nil || rp.DID().String() != p.DID {
+		return nil, xerr(http.StatusBadRequest, "RepoNotFound", "Could not find repo for DID: %s", p.DID)
 	}
-	out := map[string]any{"did": rp.DID().String()}
-	s.repoStatusFields(r.Context(), out)
+	out := &repoStatus{DID: rp.DID().String()}
+	s.repoStatusFields(ctx, out)
 	// A repository migrating in has no commit until its import.
 	if _, rev, err := rp.Head(); err == nil {
-		out["rev"] = rev
+		out.Rev = rev
 	} else if !errors.Is(err, repo.ErrNoHead) {
-		writeError(w, r, s.log, err)
-		return
+		return nil, err
 	}
-	writeJSON(w, http.StatusOK, out)
+	return out, nil
 }
 
 // Websocket timing of subscribeRepos.
@@ -250,30 +263,27 @@ var upgrader = websocket.Upgrader{
 	CheckOrigin: func(*http.Request) bool { return true },
 }
 
-func (s *server) subscribeRepos(w http.ResponseWriter, r *http.Request) {
-	var cursor *int64
-	if v := r.URL.Query().Get("cursor"); v != "" {
-		n, err := strconv.ParseInt(v, 10, 64)
-		if err != nil || n < 0 {
-			writeError(w, r, s.log, invalidRequest("Invalid cursor"))
-			return
-		}
-		cursor = &n
+type subscribeReposParams struct {
+	Cursor *int64 `query:"cursor"`
+}
+
+func (s *server) subscribeRepos(w http.ResponseWriter, r *http.Request, p *subscribeReposParams) error {
+	if p.Cursor != nil && *p.Cursor < 0 {
+		return invalidRequest("Invalid cursor")
 	}
 	// Bound the open firehose sockets: each holds a goroutine pair and a
 	// queue, and nothing else stops a client from opening thousands.
 	ip, _ := netip.ParseAddr(s.clientIP(r))
 	slot, ok := s.subSlots.take(ip)
 	if !ok {
-		writeError(w, r, s.log, xerr(http.StatusServiceUnavailable, "TooManySubscribers", "too many firehose subscribers; try again later"))
-		return
+		return xerr(http.StatusServiceUnavailable, "TooManySubscribers", "too many firehose subscribers; try again later")
 	}
 	defer s.subSlots.release(slot)
 	done := s.events.Track()
 	defer done()
 	conn, err := upgrader.Upgrade(w, r, nil)
 	if err != nil {
-		return // the upgrader has answered
+		return nil // the upgrader has answered
 	}
 	defer conn.Close()
 	// Bound the kernel's send buffer too: a thousand stalled consumers
@@ -318,7 +328,7 @@ func (s *server) subscribeRepos(w http.ResponseWriter, r *http.Request) {
 		return conn.WriteMessage(websocket.BinaryMessage, frame)
 	}
 	info := func(i events.Info) error { return send(events.InfoFrame(i.Name, i.Message)) }
-	err = s.events.Subscribe(ctx, cursor, info, send)
+	err = s.events.Subscribe(ctx, p.Cursor, info, send)
 	var closing []byte
 	switch {
 	case errors.Is(err, events.ErrFutureCursor):
@@ -333,6 +343,7 @@ func (s *server) subscribeRepos(w http.ResponseWriter, r *http.Request) {
 		closing = websocket.FormatCloseMessage(websocket.CloseNormalClosure, "")
 	}
 	_ = conn.WriteControl(websocket.CloseMessage, closing, time.Now().Add(time.Second))
+	return nil
 }
 
 // countingWriter counts the bytes written through it, to tell an error
