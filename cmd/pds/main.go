@@ -23,6 +23,14 @@
 //	server_meta          "invite_code"            the invite code                            account
 //	server_meta          "account_status"         account.Status ("active" when absent)      account
 //	account_prefs        "app.bsky"               JSON preferences array                     account
+//	account_email_factor "email"                  JSON {did, email, enabledAt}: 2nd factor   account
+//	admin_takedowns      "record:<uri>" "blob:<cid>" "account"  JSON subject status          account
+//	server_meta          invite_code_created_at, invites_disabled(_note)                     account
+//	repo_import          staging of importRepo (discarded on open when left over)            repo
+//	oauth_requests       request id               JSON pushed authorization request          oauth
+//	oauth_families       family id                JSON token family (client, scope, DPoP)    oauth
+//	oauth_devices        device id                JSON signed-in browser                     oauth
+//	mail_outbox          id (uint64 BE)           JSON message waiting to be sent            mail
 //
 // Data directories written before the account package owned the record
 // have bucket auth_account (the record and the password hash in one JSON
