@@ -144,14 +144,19 @@ func (k *jwk) publicKey() (*ecdsa.PublicKey, error) {
 		return nil, fmt.Errorf("key holds a private part")
 	}
 	x, err := base64.RawURLEncoding.DecodeString(k.X)
-	if err != nil || len(x) != 32 {
+	if err != nil || len(x) == 0 || len(x) > 32 {
 		return nil, fmt.Errorf("bad x coordinate")
 	}
 	y, err := base64.RawURLEncoding.DecodeString(k.Y)
-	if err != nil || len(y) != 32 {
+	if err != nil || len(y) == 0 || len(y) > 32 {
 		return nil, fmt.Errorf("bad y coordinate")
 	}
-	raw := append(append([]byte{4}, x...), y...)
+	// Some clients drop leading zero bytes of a coordinate (about 1 key in
+	// 128); left-pad to the field size rather than refuse them.
+	raw := make([]byte, 65)
+	raw[0] = 4
+	copy(raw[33-len(x):33], x)
+	copy(raw[65-len(y):], y)
 	return ecdsa.ParseUncompressedPublicKey(elliptic.P256(), raw)
 }
 
